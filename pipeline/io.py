@@ -1,0 +1,167 @@
+"""Atomic file writing and robust image decoding.
+
+Every output goes through `atomic_path`: data is written to a temporary file beside the
+target and renamed into place, so a killed stage never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def save_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, np.ascontiguousarray(arr))
+
+
+def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
+    """Memory-mapped by default: training reads one row at a time in O(1)."""
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+def save_json(path: str | os.PathLike, obj: Any) -> None:
+    save_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def save_csv(path: str | os.PathLike, df) -> None:
+    """Write a pandas DataFrame as CSV atomically (manifests are small and diff well in CSV)."""
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Save an RGB (H,W,3) or gray (H,W) uint8 image as PNG atomically."""
+    import cv2
+
+    if img.dtype != np.uint8:
+        raise TypeError(f"save_png wants uint8, got {img.dtype}")
+    bgr = img[..., ::-1] if img.ndim == 3 else img
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise OSError(f"PNG encoding failed for {path}")
+    save_bytes(path, buf.tobytes())
+
+
+class ImageDecodeError(ValueError):
+    """A file that cannot become an RGB image; the message is the reason recorded in manifests."""
+
+
+def load_image(
+    path: str | os.PathLike,
+    max_pixels: int = 100_000_000,
+    min_side: int = 1,
+    draft_side: int | None = None,
+) -> tuple[np.ndarray, float]:
+    """Decode any common photo into RGB uint8 (H,W,3), honouring EXIF orientation.
+
+    Returns (image, scale) where scale = decoded size / original size. With `draft_side`, JPEGs
+    decode directly at a reduced scale (libjpeg DCT scaling) no smaller than that side, which
+    is several times faster than decoding full size and resizing; other formats decode fully.
+    Handles grayscale, 16-bit, CMYK, palette and RGBA (alpha composited on white). Raises
+    ImageDecodeError with a short reason for empty, truncated, non-image, tiny or
+    decompression-bomb-sized files.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageDecodeError(f"unreadable: {e.strerror or e}") from None
+    if not data:
+        raise ImageDecodeError("empty file")
+    try:
+        with warnings.catch_warnings():  # size is checked against max_pixels just below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
+        with im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageDecodeError(f"too large: {w}x{h} exceeds {max_pixels} pixels")
+            if min(w, h) < min_side:
+                raise ImageDecodeError(f"too small: {w}x{h}, need at least {min_side} px per side")
+            if draft_side is not None and im.format == "JPEG":
+                k = min(w, h) / draft_side
+                if k >= 2:
+                    im.draft("RGB", (math.ceil(w / k), math.ceil(h / k)))
+            im.load()  # forces the decode: truncated files fail here
+            scale = im.size[0] / w
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not an image") from None
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"too large: {e}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageDecodeError(f"corrupt or truncated: {e}") from None
+    return rgb, scale
+
+
+def _to_rgb(im) -> np.ndarray:
+    from PIL import Image
+
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit gray: scale by the actual range so detail is not clipped to white.
+        a = np.asarray(im, dtype=np.float64)
+        hi = 65535.0 if a.max() > 255 else 255.0
+        g = np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = float(a.min()), float(a.max())
+        g = ((a - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    return np.ascontiguousarray(arr)

@@ -1,0 +1,1 @@
+"""Thin Typer commands, one per DVC stage; the work lives in `pipeline`."""

@@ -1,0 +1,28 @@
+"""`dfe`: one command per DVC stage, plus the editing tools. Defaults come from params.yaml."""
+
+from __future__ import annotations
+
+import typer
+
+from . import data
+
+app = typer.Typer(
+    name="dfe",
+    help="Sketch-based face editing (DeepFaceEditing) and Deep Feature Interpolation as a DVC pipeline.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+
+for _name, _fn in [
+    ("ingest", data.ingest),
+    ("landmarks", data.landmarks),
+    ("align", data.align),
+    ("sketch", data.sketch),
+    ("split", data.split),
+    ("components", data.components),
+]:
+    app.command(_name)(_fn)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,130 @@
+"""Data stages: ingest -> landmarks -> align -> sketch -> split -> components."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+
+from pipeline.config import pick
+from pipeline.io import load_npy
+
+from .common import params_and_profile, report, stage_params
+
+DATA = Path("data")
+
+
+def _reason_counts(df: pd.DataFrame) -> dict[str, int]:
+    rej = df[df["status"] != "ok"]
+    # Reasons carry details (sizes, errors); count by their leading words.
+    return rej["reason"].str.split(":").str[0].value_counts().to_dict()
+
+
+def ingest(
+    source: Optional[str] = typer.Option(None, help="'london' or a folder of photos [params: ingest.source]"),
+    limit: Optional[int] = typer.Option(None, help="keep the first N identities, 0 = all [params: ingest.limit]"),
+    out: Path = typer.Option(DATA / "ingest", help="output folder"),
+) -> None:
+    """Find and decode every photo; list each one as accepted or rejected with its reason."""
+    from pipeline.ingest import IngestConfig, run_ingest
+
+    p = stage_params("ingest")
+    cfg = IngestConfig(
+        source=pick(source, p.get("source", "london")),
+        identity_pattern=p.get("identity_pattern", IngestConfig.identity_pattern),
+        min_side=p.get("min_side", IngestConfig.min_side),
+        max_pixels=p.get("max_pixels", IngestConfig.max_pixels),
+        limit=pick(limit, p.get("limit", 0)),
+    )
+    df = run_ingest(cfg, out)
+    report("ingest", {"files": len(df), "accepted": int((df.status == "ok").sum()),
+                      "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
+
+
+def landmarks(
+    backend: Optional[str] = typer.Option(None, help="auto | dlib | fan [params: landmarks.backend]"),
+    ingest_dir: Path = typer.Option(DATA / "ingest"),
+    out: Path = typer.Option(DATA / "landmarks"),
+) -> None:
+    """68-point landmarks for every accepted photo (most confident face; no face -> listed)."""
+    from pipeline.landmarks import LandmarkConfig, run_landmarks
+
+    p = stage_params("landmarks")
+    cfg = LandmarkConfig(
+        backend=pick(backend, p.get("backend", "auto")),
+        detect_side=p.get("detect_side", 512),
+        upsample=p.get("upsample", 0),
+        device=p.get("device", "auto"),
+    )
+    df = run_landmarks(cfg, pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str}), out)
+    ok = df[df.status == "ok"]
+    report("landmarks", {
+        "photos": len(df), "with_face": len(ok), "rejected": int((df.status != "ok").sum()),
+        "several_faces": int((ok.n_faces > 1).sum()),
+        "backend": ",".join(sorted(df.backend.unique())) if len(df) else "",
+    }, _reason_counts(df))
+
+
+def align(
+    ingest_dir: Path = typer.Option(DATA / "ingest"),
+    landmarks_dir: Path = typer.Option(DATA / "landmarks"),
+    out: Path = typer.Option(DATA / "aligned"),
+) -> None:
+    """FFHQ-style alignment to the profile's resolution, keeping each photo->face transform."""
+    from pipeline.align import AlignConfig, run_align
+
+    _, profile = params_and_profile()
+    ing = pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str})
+    lm = pd.read_csv(landmarks_dir / "manifest.csv", dtype={"id": str})
+    df = run_align(AlignConfig(profile.resolution), ing, lm, load_npy(landmarks_dir / "landmarks.npy"), out)
+    report("align", {"faces": int((df.status == "ok").sum()), "resolution": profile.resolution,
+                     "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
+
+
+def sketch(
+    aligned_dir: Path = typer.Option(DATA / "aligned"),
+    out: Path = typer.Option(DATA / "sketch"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto [params: sketch.device]"),
+) -> None:
+    """Hand-drawn-style sketches of the aligned faces, and their stroke continuity against Canny."""
+    from pipeline.sketch_stage import run_sketch
+
+    p = stage_params("sketch")
+    summary = run_sketch(p, aligned_dir, out, device=pick(device, p.get("device", "auto")))
+    report("sketch", summary)
+
+
+def split(
+    aligned_dir: Path = typer.Option(DATA / "aligned"),
+    out: Path = typer.Option(DATA / "split"),
+) -> None:
+    """Train/test split by identity (seeded)."""
+    from pipeline.split import run_split
+
+    params, _ = params_and_profile()
+    p = stage_params("split")
+    df = run_split(pd.read_csv(aligned_dir / "manifest.csv", dtype={"id": str, "identity": str}),
+                   p.get("test_fraction", 0.2), p.get("seed", params.get("seed", 0)), out)
+    report("split", {k: int(v) for k, v in df.split.value_counts().items()}
+           | {"identities": int(df.identity.nunique())})
+
+
+def components(
+    aligned_dir: Path = typer.Option(DATA / "aligned"),
+    sketch_dir: Path = typer.Option(DATA / "sketch"),
+    split_dir: Path = typer.Option(DATA / "split"),
+    out: Path = typer.Option(DATA / "components"),
+    sheet: Path = typer.Option(Path("reports/contact_sheet.png"), help="contact sheet PNG (a DVC plot)"),
+) -> None:
+    """Crop the part boxes from photos and sketches, packed per split; draw the contact sheet."""
+    from pipeline.components import contact_sheet, run_components
+
+    _, profile = params_and_profile()
+    man = pd.read_csv(aligned_dir / "manifest.csv", dtype={"id": str, "identity": str})
+    images, sketches = load_npy(aligned_dir / "images.npy"), load_npy(sketch_dir / "sketches.npy")
+    counts = run_components(man, images, sketches, pd.read_csv(split_dir / "split.csv", dtype={"id": str, "identity": str}),
+                            profile.resolution, out)
+    contact_sheet(images, sketches, profile.resolution, sheet, n=stage_params("components").get("sheet_faces", 16))
+    report("components", counts | {"resolution": profile.resolution})

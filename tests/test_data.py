@@ -1,0 +1,187 @@
+"""Data stages on small inputs: awkward files, London faces, alignment geometry, split, components."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline import PARTS
+from pipeline.align import AlignConfig, alignment_quad, alignment_transform, paste_back, run_align, transform_points
+from pipeline.components import contact_sheet, crop_parts, run_components
+from pipeline.ingest import IngestConfig, run_ingest
+from pipeline.io import ImageDecodeError, atomic_path, load_image
+from pipeline.landmarks import LandmarkConfig, run_landmarks
+from pipeline.profiles import part_boxes
+from pipeline.split import split_by_identity
+
+
+@pytest.fixture(scope="module")
+def awkward_run(awkward_dir: Path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("awkward_out")
+    ing = run_ingest(IngestConfig(source=str(awkward_dir), identity_pattern=""), out / "ingest")
+    lm = run_landmarks(LandmarkConfig(backend="dlib"), ing, out / "landmarks")
+    al = run_align(AlignConfig(64), ing, lm, np.load(out / "landmarks" / "landmarks.npy"), out / "aligned")
+    return ing, lm, al, out
+
+
+def test_ingest_lists_every_file_with_a_reason(awkward_dir, awkward_run):
+    ing = awkward_run[0]
+    on_disk = {p.stem for p in awkward_dir.iterdir()}
+    assert set(ing["id"]) == on_disk  # nothing silently dropped, dangling link included
+    status = dict(zip(ing["id"], ing["status"]))
+    for name, st in status.items():
+        expect = "rejected" if name.startswith("bad_") else "ok"
+        assert st == expect, (name, st, ing.set_index("id").loc[name, "reason"])
+    reasons = dict(zip(ing["id"], ing["reason"]))
+    assert reasons["bad_empty"] == "empty file"
+    assert reasons["bad_truncated"].startswith("corrupt or truncated")
+    assert reasons["bad_not_image"] == "not an image"
+    assert reasons["bad_notes"].startswith("not an image file type")
+    assert reasons["bad_tiny"].startswith("too small")
+    assert reasons["bad_huge"].startswith("too large")
+    assert reasons["bad_dangling_link"].startswith("unreadable")
+
+
+def test_landmarks_face_counts(awkward_run):
+    lm = awkward_run[1].set_index("id")
+    assert lm.loc["noface_flat", "status"] == "rejected" and lm.loc["noface_flat", "reason"] == "no face found"
+    assert lm.loc["two_faces", "n_faces"] == 2 and lm.loc["two_faces", "status"] == "ok"
+    for name in ["ok_plain", "ok_gray", "ok_16bit", "ok_cmyk", "ok_palette", "ok_rgba", "ok_exif_rotated"]:
+        assert lm.loc[name, "status"] == "ok", (name, lm.loc[name, "reason"])
+        assert lm.loc[name, "n_faces"] == 1
+
+
+def test_align_outputs_consistent(awkward_run):
+    _, lm, al, out = awkward_run
+    images = np.load(out / "aligned" / "images.npy")
+    man = pd.read_csv(out / "aligned" / "manifest.csv")
+    assert len(man) == images.shape[0] == int((lm.status == "ok").sum())
+    assert images.shape[1:] == (64, 64, 3) and images.dtype == np.uint8
+    alm = np.load(out / "aligned" / "landmarks.npy")
+    # Aligned eyes sit level, at the same place for every photo whatever its encoding.
+    eyes = np.stack([alm[:, 36:42].mean(1), alm[:, 42:48].mean(1)], 1)
+    assert np.abs(eyes[:, 0, 1] - eyes[:, 1, 1]).max() < 1.5
+    assert np.abs(eyes - eyes.mean(0)).max() < 3.0
+
+
+def test_exif_rotation_is_applied(awkward_dir):
+    img, _ = load_image(awkward_dir / "ok_exif_rotated.jpg")
+    plain, _ = load_image(awkward_dir / "ok_plain.jpg")
+    assert img.shape == plain.shape
+    assert np.abs(img.astype(int) - plain.astype(int)).mean() < 6  # upright again
+
+
+def test_load_image_modes(awkward_dir):
+    for name in ["ok_gray.png", "ok_16bit.png", "ok_cmyk.jpg", "ok_palette.png", "ok_rgba.png"]:
+        img, scale = load_image(awkward_dir / name)
+        assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3 and scale == 1.0
+    rgba, _ = load_image(awkward_dir / "ok_rgba.png")
+    assert (rgba[:20, :20] == 255).all()  # transparent corner composited on white
+    sixteen, _ = load_image(awkward_dir / "ok_16bit.png")
+    assert 20 < sixteen.mean() < 235  # scaled, not clipped to white
+    with pytest.raises(ImageDecodeError):
+        load_image(awkward_dir / "bad_truncated.jpg")
+
+
+def test_draft_decode_scale(london):
+    full, s1 = load_image(london / "neutral" / "001_03.jpg")
+    small, s2 = load_image(london / "neutral" / "001_03.jpg", draft_side=256)
+    assert s1 == 1.0 and s2 == pytest.approx(small.shape[0] / full.shape[0]) and small.shape[0] >= 256
+
+
+def test_alignment_undoes_rotation_and_scale():
+    rng = np.random.default_rng(0)
+    lm = rng.normal(130, 30, (68, 2))
+    lm[36:42] = [100, 100] + rng.normal(0, 1, (6, 2))
+    lm[42:48] = np.c_[260 - lm[36:42, 0], lm[36:42, 1]]  # mirror of the left eye about x = 130
+    lm[48], lm[54] = [110, 170], [150, 170]
+    q = alignment_quad(lm)
+    sides = np.linalg.norm(np.roll(q, -1, 0) - q, axis=1)
+    assert np.allclose(sides, sides[0], rtol=1e-6)  # a square crop
+    # The same face turned by 25 degrees and scaled 1.7x aligns to the same pixels.
+    t = np.deg2rad(25)
+    rot = 1.7 * np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    lm2 = lm @ rot.T + [40, -12]
+    a = transform_points(lm, alignment_transform(lm, 256))
+    b = transform_points(lm2, alignment_transform(lm2, 256))
+    assert np.abs(a - b).max() < 1e-2
+    eyes = np.stack([a[36:42].mean(0), a[42:48].mean(0)])
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-2  # symmetric face: eyes level
+
+
+def test_paste_back_only_inside_mask(london):
+    photo, _ = load_image(london / "neutral" / "001_03.jpg", draft_side=256)
+    from pipeline.landmarks import DlibBackend
+
+    lm = DlibBackend().detect(photo).landmarks
+    m = alignment_transform(lm, 64)
+    edited = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[24:40, 24:40] = 1
+    out = paste_back(photo, edited, m, mask, feather=0.05)
+    assert out.shape == photo.shape
+    changed = np.abs(out.astype(int) - photo.astype(int)).sum(2) > 0
+    inside = np.zeros(photo.shape[:2], bool)
+    quad = np.array([[24, 24], [40, 24], [40, 40], [24, 40]], np.float64) - 0.5
+    import cv2
+
+    inv = cv2.invertAffineTransform(m)
+    corners = transform_points(quad, inv)
+    cv2.fillConvexPoly(inside.view(np.uint8), corners.astype(np.int32), 1)
+    assert changed.any()
+    # Outside a small margin around the mask's footprint nothing moved.
+    margin = cv2.dilate(inside.astype(np.uint8), np.ones((25, 25), np.uint8)).astype(bool)
+    assert not changed[~margin].any()
+
+
+def test_split_by_identity_seeded():
+    man = pd.DataFrame({"id": [f"{i:03d}_{k}" for i in range(20) for k in ("03", "08")],
+                        "identity": [f"{i:03d}" for i in range(20) for _ in range(2)]})
+    a, b = split_by_identity(man, 0.25, seed=1), split_by_identity(man, 0.25, seed=1)
+    assert a.equals(b)
+    assert (a.groupby("identity")["split"].nunique() == 1).all()  # never straddles
+    assert a.groupby("split")["identity"].nunique()["test"] == 5
+    c = split_by_identity(man, 0.25, seed=2)
+    assert not a["split"].equals(c["split"])
+
+
+def test_components_pack_crops(tmp_path):
+    r = 128
+    n = 6
+    images = np.random.default_rng(0).integers(0, 255, (n, r, r, 3), np.uint8)
+    sketches = np.random.default_rng(1).integers(0, 255, (n, r, r), np.uint8)
+    man = pd.DataFrame({"row": range(n), "id": [f"p{i}" for i in range(n)], "identity": [str(i // 2) for i in range(n)]})
+    split = pd.DataFrame({"id": man.id, "split": ["train"] * 4 + ["test"] * 2})
+    counts = run_components(man, images, sketches, split, r, tmp_path)
+    assert counts == {"train": 4, "test": 2}
+    boxes = part_boxes(r)
+    for part in PARTS:
+        x, y, s = boxes[part]
+        ph = np.load(tmp_path / "test" / f"{part}_photo.npy")
+        sk = np.load(tmp_path / "test" / f"{part}_sketch.npy")
+        assert ph.shape == (2, s, s, 3) and sk.shape == (2, s, s) and s % 16 == 0
+        assert np.array_equal(ph[1], images[5, y:y + s, x:x + s])
+        assert np.array_equal(sk[0], sketches[4, y:y + s, x:x + s])
+    sheet = contact_sheet(images, sketches, r, tmp_path / "sheet.png", n=5)
+    assert (tmp_path / "sheet.png").stat().st_size > 0 and sheet.shape == (2 * r, 4 * 2 * r, 3)
+    assert crop_parts(images, r)["bg"].shape == images.shape
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "x.npy"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_part_boxes_scale_to_multiples_of_16():
+    assert part_boxes(512) == {"eye1": (108, 156, 128), "eye2": (255, 156, 128), "nose": (182, 232, 160),
+                               "mouth": (169, 301, 192), "bg": (0, 0, 512)}
+    for r in (64, 128, 256):
+        for x, y, s in part_boxes(r).values():
+            assert s % 16 == 0 and 0 <= x <= r - s and 0 <= y <= r - s

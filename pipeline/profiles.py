@@ -1,8 +1,8 @@
 """Model/data profiles: one param (`profile` in params.yaml) picks resolution and network sizes.
 
 `paper` reproduces the released DeepFaceEditing shapes exactly (512 px, 1024-ch geometry
-latents, ~1.23 B parameters); `small` trains on 2 CPU cores in minutes; `micro` exists for
-tests and CI smoke runs.
+latents, ~1.23 B parameters); `small` trains on 2 CPU cores in minutes; `micro` (tiny
+networks at 128 px: smaller crops give 1x1 latents) exists for tests and CI smoke runs.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ PROFILES: dict[str, Profile] = {
         fuse_blocks=2, p2s_ngf=8, p2s_blocks=2, disc_ndf=16, disc_layers=2, disc_scales=2,
     ),
     "micro": Profile(
-        name="micro", resolution=64, ngf=4, n_down=4, enc_sketch_blocks=1,
+        name="micro", resolution=128, ngf=4, n_down=4, enc_sketch_blocks=1,
         enc_image_blocks=1, gen_blocks=1, app_ngf=4, fuse_ngf=8, fuse_down=2,
         fuse_blocks=1, p2s_ngf=4, p2s_blocks=1, disc_ndf=8, disc_layers=2, disc_scales=2,
     ),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data
+from . import data, import_official, train
 
 app = typer.Typer(
     name="dfe",
@@ -21,6 +21,11 @@ for _name, _fn in [
     ("sketch", data.sketch),
     ("split", data.split),
     ("components", data.components),
+    ("train-sketch-ae", train.train_sketch_ae_cmd),
+    ("train-image-encoder", train.train_image_encoder_cmd),
+    ("train-local", train.train_local_cmd),
+    ("train-fusion", train.train_fusion_cmd),
+    ("import-official", import_official.import_official_cmd),
 ]:
     app.command(_name)(_fn)
 

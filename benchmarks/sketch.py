@@ -1,0 +1,84 @@
+"""Sketch synthesis throughput and stroke continuity against Canny.
+
+    python -m benchmarks.sketch --n 32 --resolution 128 [--aligned-dir data/aligned] [--examples DIR]
+
+Reads the align stage's output (images.npy (N,R,R,3) uint8, landmarks.npy (N,68,2) float32),
+resizes to --resolution when it differs, times `synthesize_sketches` (after one warm-up face)
+and prints mean stroke length and fragments per face for ours and Canny, with their ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.io import save_png
+from pipeline.sketch import SketchStyle, synthesize_sketches
+from pipeline.strokes import canny_sketch, compare_with_canny
+
+
+def load_aligned(aligned_dir: Path, n: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """First n aligned faces and landmarks, rescaled to `resolution`."""
+    img_path, lm_path = aligned_dir / "images.npy", aligned_dir / "landmarks.npy"
+    if not img_path.exists() or not lm_path.exists():
+        raise SystemExit(
+            f"error: {aligned_dir} has no images.npy/landmarks.npy; run the align stage first "
+            "(`dvc repro align`) or pass --aligned-dir pointing at aligned faces"
+        )
+    images = np.load(img_path, mmap_mode="r")[:n]
+    landmarks = np.load(lm_path)[:n].astype(np.float32)
+    src = images.shape[1]
+    if src != resolution:
+        interp = cv2.INTER_AREA if resolution < src else cv2.INTER_CUBIC
+        images = np.stack([cv2.resize(np.asarray(im), (resolution, resolution), interpolation=interp) for im in images])
+        landmarks = landmarks * np.float32(resolution / src)
+    return np.ascontiguousarray(images), landmarks
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=32)
+    ap.add_argument("--resolution", type=int, default=128)
+    ap.add_argument("--aligned-dir", type=Path, default=Path("data/aligned"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--randomize", type=float, default=0.0)
+    ap.add_argument("--examples", type=Path, default=None, help="write face | ours | canny PNGs here")
+    args = ap.parse_args(argv)
+
+    images, landmarks = load_aligned(args.aligned_dir, args.n, args.resolution)
+    style = SketchStyle(randomize=args.randomize)
+    synthesize_sketches(images[:1], landmarks[:1], style, args.seed, args.device)  # warm-up
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    sketches = synthesize_sketches(images, landmarks, style, args.seed, args.device, args.batch_size)
+    elapsed = time.perf_counter() - t0
+    cmp = compare_with_canny(images, sketches)
+
+    print(f"faces: {len(images)} at {args.resolution}px on {args.device} "
+          f"(batch {args.batch_size}, {torch.get_num_threads()} threads)")
+    print(f"throughput: {len(images) / elapsed:.2f} faces/s ({elapsed:.2f} s)")
+    print(f"{'':8s}{'mean stroke length (px)':>26s}{'fragments/face':>17s}{'ink fraction':>14s}")
+    for name in ("ours", "canny"):
+        s = cmp[name]
+        print(f"{name:8s}{s['mean_stroke_length']:26.1f}{s['fragments_per_face']:17.1f}{s['ink_fraction']:14.3f}")
+    print(f"ratios: stroke length ours/canny = {cmp['stroke_length_ratio']:.2f}x, "
+          f"fragments canny/ours = {cmp['fragment_ratio']:.2f}x")
+
+    if args.examples is not None:
+        for i in range(min(len(images), 8)):
+            gray3 = [np.repeat(x[..., None], 3, 2) for x in (sketches[i], canny_sketch(images[i]))]
+            save_png(args.examples / f"face{i:02d}_{args.resolution}.png", np.concatenate([images[i], *gray3], 1))
+        print(f"examples: {args.examples}/face*_{args.resolution}.png (face | ours | canny)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,92 @@
+"""Training throughput per stage and the share of step time spent outside the model.
+
+    python -m benchmarks.train --profile small --steps 20
+
+Runs every stage (sketch_ae, image_encoder, local per part; then fusion) for `--steps` steps in
+a temporary directory, on `--components` if given, else on a synthetic components set of
+`--faces` faces at the profile's resolution. Prints images/s per stage and part, and the share
+of step time outside forward/backward/optimiser (data reading + augmentation, and logging +
+sample grids), which should stay under 10%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from pipeline import PARTS
+from pipeline.profiles import get_profile
+from pipeline.progress import console
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="small")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--faces", type=int, default=160)
+    ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated parts for stages 1-3")
+    ap.add_argument("--components", type=Path, default=None, help="a real data/components dir")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from pipeline import training as T
+    from pipeline.data import synthetic_components
+    from pipeline.trainer import TrainConfig
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    profile = get_profile(args.profile)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    table = Table(title=f"training throughput, profile {profile.name}, batch {args.batch_size}, {args.steps} steps")
+    for col in ("stage", "part", "images/s", "ms/step", "data %", "log %", "outside model %"):
+        table.add_column(col, justify="right")
+    totals = {"data": 0.0, "model": 0.0, "log": 0.0}
+    with tempfile.TemporaryDirectory(prefix="dfe-bench-") as tmp:
+        root = Path(tmp)
+        comps = args.components or synthetic_components(root / "components", profile.resolution, args.faces, 4)
+
+        def cfg(stage: str, part: str) -> TrainConfig:
+            return TrainConfig(
+                stage=stage, part=part, profile=profile.name, steps=args.steps, batch_size=args.batch_size,
+                log_every=10, ckpt_every=args.steps, sample_every=args.steps, device=args.device,
+                progress=False, timing_sync=True, components=str(comps), models_dir=str(root / "models"),
+                checkpoints_dir=str(root / "checkpoints"), live_root=str(root / "dvclive"),
+            )
+
+        runs = [(s, p) for s in ("sketch_ae", "image_encoder", "local") for p in parts]
+        if set(parts) == set(PARTS):
+            runs.append(("fusion", "fusion"))
+        fns = {"sketch_ae": T.train_sketch_ae, "image_encoder": T.train_image_encoder, "local": T.train_local}
+        wall = time.perf_counter()
+        for stage, part in runs:
+            r = T.train_fusion(cfg(stage, part)) if stage == "fusion" else fns[stage](part, cfg(stage, part))
+            sec = r.seconds
+            step_total = sum(sec.values())
+            for k in totals:
+                totals[k] += sec.get(k, 0.0)
+            table.add_row(
+                stage, part, f"{r.images_per_s:.1f}", f"{1000 * step_total / args.steps:.0f}",
+                f"{100 * sec['data'] / step_total:.1f}", f"{100 * sec['log'] / step_total:.1f}",
+                f"{100 * (sec['data'] + sec['log']) / step_total:.1f}",
+            )
+        wall = time.perf_counter() - wall
+    console.print(table)
+    all_steps = sum(totals.values())
+    console.print(
+        f"device {torch.device('cuda' if torch.cuda.is_available() and args.device != 'cpu' else 'cpu')}, "
+        f"{torch.get_num_threads()} threads; all stages: {all_steps:.1f} s in steps, {wall:.1f} s wall; "
+        f"outside forward/backward: {100 * (totals['data'] + totals['log']) / all_steps:.1f}% "
+        f"(data+augment {100 * totals['data'] / all_steps:.1f}%, logging+samples {100 * totals['log'] / all_steps:.1f}%)"
+    )
+
+
+if __name__ == "__main__":
+    main()

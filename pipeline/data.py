@@ -1,0 +1,204 @@
+"""Training data: memory-mapped component arrays and a seeded, resumable index sampler.
+
+The component stage stores every part of every face as one packed uint8 array
+(`data/components/{split}/{part}_photo.npy` (N,s,s,3) RGB and `{part}_sketch.npy` (N,s,s),
+black strokes on white), so a batch is a single fancy-index read of a memory map. The
+arrays stay uint8 until they reach the device, where they become float in [-1, 1]: that moves
+4x fewer bytes and makes DataLoader workers unnecessary (`benchmarks/train.py` measures the
+data share of a step).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import PARTS
+
+MANIFEST_COLUMNS = ("row", "id", "identity", "label")
+
+
+class ComponentData:
+    """One split of `data/components`: photo and sketch tensors for index batches.
+
+    `photos(part, idx)` -> (B,3,s,s) float in [-1,1]; `sketches(part, idx)` -> (B,3,s,s) with
+    white paper = +1 and black ink = -1, replicated to 3 channels (the encoders' input width).
+    """
+
+    def __init__(
+        self, root: str | Path, split: str, parts: tuple[str, ...] | list[str] = PARTS,
+        device: torch.device | str = "cpu", load_sketches: bool = True,
+    ) -> None:
+        self.dir = Path(root) / split
+        if not self.dir.is_dir():
+            raise FileNotFoundError(
+                f"{self.dir} missing: run `dvc repro components` (or `dfe components`) first"
+            )
+        unknown = set(parts) - set(PARTS)
+        if unknown:
+            raise ValueError(f"unknown parts {sorted(unknown)}; expected a subset of {PARTS}")
+        self.parts = tuple(parts)
+        self.device = torch.device(device)
+        self.manifest = pd.read_csv(self.dir / "manifest.csv")
+        missing = set(MANIFEST_COLUMNS) - set(self.manifest.columns)
+        if missing:
+            raise ValueError(f"{self.dir / 'manifest.csv'} lacks columns {sorted(missing)}")
+        n = len(self.manifest)
+        self._photo: dict[str, np.ndarray] = {}
+        self._sketch: dict[str, np.ndarray] = {}
+        for part in self.parts:
+            photo = self._open(f"{part}_photo.npy")
+            if photo.ndim != 4 or photo.shape[0] != n or photo.shape[3] != 3 or photo.shape[1] != photo.shape[2]:
+                raise ValueError(f"{part}_photo.npy: expected ({n},s,s,3) uint8, got {photo.shape} {photo.dtype}")
+            self._photo[part] = photo
+            if load_sketches:
+                sketch = self._open(f"{part}_sketch.npy")
+                if sketch.shape != photo.shape[:3]:
+                    raise ValueError(f"{part}_sketch.npy: expected {photo.shape[:3]}, got {sketch.shape}")
+                self._sketch[part] = sketch
+
+    def _open(self, name: str) -> np.ndarray:
+        path = self.dir / name
+        if not path.exists():
+            raise FileNotFoundError(f"{path} missing: run `dvc repro components` (or `dfe components`)")
+        arr = np.load(path, mmap_mode="r")
+        if arr.dtype != np.uint8:
+            raise ValueError(f"{path}: expected uint8, got {arr.dtype}")
+        return arr
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def size(self, part: str) -> int:
+        return int(self._photo[part].shape[1])
+
+    def _rows(self, arr: np.ndarray, idx: torch.Tensor) -> torch.Tensor:
+        # Memmap fancy indexing reads the rows in one go; sorting keeps the reads sequential,
+        # the inverse permutation restores the sampler's order.
+        idx_np = idx.cpu().numpy()
+        order = np.argsort(idx_np, kind="stable")
+        rows = np.empty((len(idx_np),) + arr.shape[1:], dtype=np.uint8)
+        rows[order] = arr[idx_np[order]]
+        t = torch.from_numpy(rows)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def photos(self, part: str, idx: torch.Tensor) -> torch.Tensor:
+        x = self._rows(self._photo[part], idx)  # (B,s,s,3) uint8
+        return x.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+
+    def sketches(self, part: str, idx: torch.Tensor) -> torch.Tensor:
+        if part not in self._sketch:
+            raise KeyError(f"sketches for {part!r} were not loaded (load_sketches=False)")
+        x = self._rows(self._sketch[part], idx)  # (B,s,s) uint8
+        return x.unsqueeze(1).float().div_(127.5).sub_(1.0).expand(-1, 3, -1, -1).contiguous()
+
+
+class IndexSampler:
+    """Seeded random index batches over `n` rows, resumable exactly from `state_dict()`.
+
+    Draws epochs as random permutations (every face once per epoch) from its own
+    torch.Generator, independent of the global RNG that augmentations and dropout use.
+    Under DDP each rank passes its own `rank` so ranks see different batches.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0) -> None:
+        if n < 1:
+            raise ValueError("empty split: no faces to train on")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size = n, batch_size
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+        self._perm = torch.randperm(n, generator=self.generator)
+        self._pos = 0
+
+    def _take(self, k: int) -> torch.Tensor:
+        out = []
+        while k > 0:
+            if self._pos == self.n:
+                self._perm = torch.randperm(self.n, generator=self.generator)
+                self._pos = 0
+            chunk = self._perm[self._pos : self._pos + k]
+            self._pos += len(chunk)
+            k -= len(chunk)
+            out.append(chunk)
+        return torch.cat(out)
+
+    def batch(self) -> torch.Tensor:
+        """(batch_size,) int64 row indices."""
+        return self._take(self.batch_size)
+
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Two index batches with a[i] != b[i] (different faces, for the swap losses)."""
+        a = self._take(self.batch_size)
+        if self.n == 1:
+            raise ValueError("swap training needs at least 2 faces")
+        offset = torch.randint(1, self.n, (len(a),), generator=self.generator)
+        return a, (a + offset) % self.n
+
+    def reseed(self, seed: int) -> None:
+        """Start a fresh permutation stream (DDP resume: ranks > 0 have no saved state)."""
+        self.generator.manual_seed(seed)
+        self._perm = torch.randperm(self.n, generator=self.generator)
+        self._pos = 0
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "perm": self._perm.clone(), "pos": self._pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self._perm = state["perm"].clone()
+        self._pos = int(state["pos"])
+
+
+def synthetic_components(
+    root: str | Path, resolution: int, n_train: int = 16, n_test: int = 4, seed: int = 0
+) -> Path:
+    """Write a tiny cartoon-face `components` dir (same layout as the real stage) for tests and
+    benchmarks: random skin/eye/lip colours and feature shapes, the sketch is their outline."""
+    import cv2
+
+    from pipeline.io import save_csv, save_npy
+    from pipeline.profiles import part_boxes
+
+    rng = np.random.default_rng(seed)
+    boxes = part_boxes(resolution)
+    R = resolution
+    for split, n in (("train", n_train), ("test", n_test)):
+        photos = np.empty((n, R, R, 3), np.uint8)
+        sketches = np.full((n, R, R), 255, np.uint8)
+        for i in range(n):
+            img = np.empty((R, R, 3), np.uint8)
+            img[:] = rng.integers(40, 120, 3)  # backdrop
+            skin = tuple(int(v) for v in rng.integers(120, 240, 3))
+            eye = tuple(int(v) for v in rng.integers(0, 90, 3))
+            lip = tuple(int(v) for v in rng.integers(100, 230, 3))
+            sk = sketches[i]
+            c, ax = (R // 2, R // 2 + int(rng.integers(-R // 32, R // 32 + 1))), (int(R * rng.uniform(0.3, 0.4)), int(R * 0.45))
+            shapes = [(c, ax, skin)]
+            for part, color in (("eye1", eye), ("eye2", eye), ("mouth", lip)):
+                x0, y0, s = boxes[part]
+                cx, cy = x0 + s // 2 + int(rng.integers(-s // 8, s // 8 + 1)), y0 + s // 2
+                a = (max(2, int(s * rng.uniform(0.15, 0.3))), max(1, int(s * rng.uniform(0.06, 0.14))))
+                shapes.append(((cx, cy), a, color))
+            for centre, axes, color in shapes:
+                cv2.ellipse(img, centre, axes, 0, 0, 360, color, -1, cv2.LINE_AA)
+                cv2.ellipse(sk, centre, axes, 0, 0, 360, 0, max(1, R // 128), cv2.LINE_AA)
+            x0, y0, s = boxes["nose"]
+            nx = x0 + s // 2
+            cv2.line(img, (nx, y0 + s // 4), (nx + s // 10, y0 + 2 * s // 3), tuple(v // 2 for v in skin), 2)
+            cv2.line(sk, (nx, y0 + s // 4), (nx + s // 10, y0 + 2 * s // 3), 0, max(1, R // 128))
+            photos[i] = img
+        d = Path(root) / split
+        for part, (x0, y0, s) in boxes.items():
+            save_npy(d / f"{part}_photo.npy", photos[:, y0 : y0 + s, x0 : x0 + s])
+            save_npy(d / f"{part}_sketch.npy", sketches[:, y0 : y0 + s, x0 : x0 + s])
+        save_csv(d / "manifest.csv", pd.DataFrame({
+            "row": np.arange(n), "id": [f"{split}{i:04d}" for i in range(n)],
+            "identity": [f"p{i // 2:04d}" for i in range(n)], "label": ["neutral", "smiling"] * (n // 2) + ["neutral"] * (n % 2),
+        }))
+    return Path(root)

@@ -1,0 +1,120 @@
+"""Training stages: `dfe train-sketch-ae --part eye1`, `train-image-encoder`, `train-local`, `train-fusion`.
+
+Every option defaults to None and falls back to params.yaml: top-level `profile`, `seed`, `lr`
+(so `dvc exp run -S lr=...` reaches every stage), the shared `train:` section (betas,
+logging/checkpoint cadence, device, amp, augment) and the stage's own section
+(`train_sketch_ae`, `train_image_encoder`, `train_local`, `train_fusion`: steps, batch_size,
+lr_d, loss_weights; any shared key may be overridden there too).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from pipeline.config import load_params
+from pipeline.progress import console
+
+_SHARED = ("betas", "log_every", "ckpt_every", "sample_every", "device", "amp", "augment",
+           "components", "models_dir", "checkpoints_dir", "live_root")
+
+
+def _config(stage: str, part: str, overrides: dict[str, Any]):
+    from pipeline.augment import AugmentConfig
+    from pipeline.trainer import TrainConfig
+
+    params = load_params()
+    shared = dict(params.get("train") or {})
+    own = dict(params.get(f"train_{stage}") or {})
+    values: dict[str, Any] = {k: shared[k] for k in _SHARED if k in shared}
+    values.update({k: params[k] for k in ("profile", "seed", "lr") if k in params})
+    values.update(own)
+    augment = {**(shared.get("augment") or {}), **(own.get("augment") or {})}
+    flag = overrides.pop("augment", None)
+    if flag is not None:
+        augment["enabled"] = flag
+    values["augment"] = AugmentConfig(**augment)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    unknown = set(values) - set(TrainConfig.__dataclass_fields__)
+    if unknown:
+        raise typer.BadParameter(f"params.yaml train_{stage} has unknown keys {sorted(unknown)}")
+    return TrainConfig(stage=stage, part=part, **values)
+
+
+def _report(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"trained {result.weights}", show_header=False)
+    table.add_row("steps", f"{result.steps} (resumed from {result.resumed_from})")
+    table.add_row("images/s", f"{result.images_per_s:.1f}")
+    for k, v in result.losses.items():
+        table.add_row(f"loss {k}", f"{v:.4f}")
+    console.print(table)
+
+
+def _opts(
+    steps: Optional[int], batch_size: Optional[int], lr: Optional[float], seed: Optional[int],
+    profile: Optional[str], device: Optional[str], amp: Optional[bool], augment: Optional[bool],
+) -> dict[str, Any]:
+    return {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "profile": profile,
+            "device": device, "amp": amp, "augment": augment}
+
+
+_PART = typer.Option(..., help="eye1 | eye2 | nose | mouth | bg")
+_STEPS = typer.Option(None, help="total optimisation steps [params: train_<stage>.steps]")
+_BATCH = typer.Option(None, help="batch size per process [params: train_<stage>.batch_size]")
+_LR = typer.Option(None, help="Adam learning rate [params: lr]")
+_SEED = typer.Option(None, help="random seed [params: seed]")
+_PROFILE = typer.Option(None, help="paper | small | micro [params: profile]")
+_DEVICE = typer.Option(None, help="auto | cpu | cuda [params: train.device]")
+_AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA [params: train.amp]")
+_AUG = typer.Option(None, "--augment/--no-augment", help="kornia augmentations [params: train.augment.enabled]")
+
+
+def train_sketch_ae_cmd(
+    part: str = _PART, steps: Optional[int] = _STEPS, batch_size: Optional[int] = _BATCH,
+    lr: Optional[float] = _LR, seed: Optional[int] = _SEED, profile: Optional[str] = _PROFILE,
+    device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
+) -> None:
+    """Stage 1: sketch autoencoder (E_sketch + D_sketch) of one part."""
+    from pipeline.training import train_sketch_ae
+
+    cfg = _config("sketch_ae", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    _report(train_sketch_ae(part, cfg))
+
+
+def train_image_encoder_cmd(
+    part: str = _PART, steps: Optional[int] = _STEPS, batch_size: Optional[int] = _BATCH,
+    lr: Optional[float] = _LR, seed: Optional[int] = _SEED, profile: Optional[str] = _PROFILE,
+    device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
+) -> None:
+    """Stage 2: image encoder into the frozen sketch latent of one part."""
+    from pipeline.training import train_image_encoder
+
+    cfg = _config("image_encoder", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    _report(train_image_encoder(part, cfg))
+
+
+def train_local_cmd(
+    part: str = _PART, steps: Optional[int] = _STEPS, batch_size: Optional[int] = _BATCH,
+    lr: Optional[float] = _LR, seed: Optional[int] = _SEED, profile: Optional[str] = _PROFILE,
+    device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
+) -> None:
+    """Stage 3: local disentanglement (appearance encoder + part generator) of one part."""
+    from pipeline.training import train_local
+
+    cfg = _config("local", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    _report(train_local(part, cfg))
+
+
+def train_fusion_cmd(
+    steps: Optional[int] = _STEPS, batch_size: Optional[int] = _BATCH,
+    lr: Optional[float] = _LR, seed: Optional[int] = _SEED, profile: Optional[str] = _PROFILE,
+    device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
+) -> None:
+    """Stage 4: global fusion of all parts (local modules frozen)."""
+    from pipeline.training import train_fusion
+
+    cfg = _config("fusion", "fusion", _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    _report(train_fusion(cfg))

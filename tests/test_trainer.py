@@ -1,0 +1,157 @@
+"""Trainer building blocks: data access, sampler, augmentations, config and fingerprints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.augment import AugmentConfig, Augmenter
+from pipeline.data import ComponentData, IndexSampler, synthetic_components
+from pipeline.profiles import part_boxes
+from pipeline.trainer import TrainConfig, file_digest
+
+
+@pytest.fixture(scope="module")
+def components(tmp_path_factory):
+    return synthetic_components(tmp_path_factory.mktemp("comp"), 128, n_train=10, n_test=3, seed=1)
+
+
+def test_component_data_batches_keep_order_and_range(components):
+    data = ComponentData(components, "train", ("mouth", "bg"))
+    assert len(data) == 10 and data.size("mouth") == part_boxes(128)["mouth"][2]
+    idx = torch.tensor([7, 2, 7, 0])
+    photos = data.photos("mouth", idx)
+    raw = np.load(components / "train" / "mouth_photo.npy")
+    assert photos.shape == (4, 3, 48, 48) and photos.dtype == torch.float32
+    expected = torch.from_numpy(raw[[7, 2, 7, 0]]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    torch.testing.assert_close(photos, expected)
+    sk = data.sketches("bg", idx)
+    raw_sk = np.load(components / "train" / "bg_sketch.npy")[[7, 2, 7, 0]]
+    assert sk.shape == (4, 3, 128, 128)
+    assert torch.equal(sk[:, 0], sk[:, 2])  # replicated to 3 channels
+    assert torch.equal(sk[:, 0] == 1.0, torch.from_numpy(raw_sk == 255))  # white paper = +1
+    assert (sk[:, 0][torch.from_numpy(raw_sk == 0)] == -1.0).all()  # black ink = -1
+
+
+def test_component_data_errors_name_the_fix(tmp_path, components):
+    with pytest.raises(FileNotFoundError, match="dvc repro components"):
+        ComponentData(tmp_path, "train")
+    with pytest.raises(ValueError, match="unknown parts"):
+        ComponentData(components, "train", ("ear",))
+
+
+def test_sampler_epochs_pairs_and_exact_resume():
+    s = IndexSampler(10, 4, seed=3)
+    first_epoch = torch.cat([s.batch() for _ in range(5)])[:20]
+    assert sorted(first_epoch[:10].tolist()) == list(range(10))  # a permutation per epoch
+    assert sorted(first_epoch[10:20].tolist()) == list(range(10))
+    a, b = s.pairs()
+    assert (a != b).all() and len(a) == 4
+    state = s.state_dict()
+    ahead = [s.batch() for _ in range(4)] + [torch.cat(s.pairs())]
+    t = IndexSampler(10, 4, seed=99)
+    t.load_state_dict(state)
+    again = [t.batch() for _ in range(4)] + [torch.cat(t.pairs())]
+    assert all(torch.equal(x, y) for x, y in zip(ahead, again))
+    assert not torch.equal(IndexSampler(10, 4, 0, rank=1).batch(), IndexSampler(10, 4, 0, rank=0).batch())
+
+
+def _blob_image(n: int, size: int) -> torch.Tensor:
+    """White images with an off-centre black blob, kept away from the border."""
+    x = torch.ones(n, 3, size, size)
+    x[:, :, size // 3 : size // 2, size // 4 : size // 2] = -1.0
+    return x
+
+
+def test_geometric_augmentation_is_shared_by_photo_and_sketch():
+    torch.manual_seed(0)
+    cfg = AugmentConfig(affine_p=0.5, degrees=10, translate=0.08, jitter_p=0.0)
+    aug = Augmenter(cfg, "nose")
+    x = _blob_image(16, 32)
+    photo, sketch = aug.pair(x.clone(), x.clone())
+    moved = [not torch.equal(p, xi) for p, xi in zip(photo, x)]
+    assert any(moved) and not all(moved)  # p=0.5: some samples warped, some left alone
+    # Same content, same params: reflection-padded photo and white-padded sketch agree.
+    torch.testing.assert_close(photo, sketch, atol=1e-5, rtol=0)
+
+
+def test_eyes_are_never_flipped_symmetric_parts_are():
+    cfg = AugmentConfig(affine_p=0.0, jitter_p=0.0, hflip=True)
+    x = _blob_image(16, 32)
+    torch.manual_seed(0)
+    eye = Augmenter(cfg, "eye1").photo(x.clone())
+    assert torch.equal(eye, x)
+    torch.manual_seed(0)
+    mouth = Augmenter(cfg, "mouth").photo(x.clone())
+    flipped = [bool(torch.equal(m, xi.flip(-1))) for m, xi in zip(mouth, x)]
+    kept = [bool(torch.equal(m, xi)) for m, xi in zip(mouth, x)]
+    assert any(flipped) and any(kept) and all(f or k for f, k in zip(flipped, kept))
+
+
+def test_photometric_only_on_photos_and_shared_per_face():
+    torch.manual_seed(0)
+    cfg = AugmentConfig(affine_p=0.0, hflip=False, jitter_p=1.0, brightness=0.3, contrast=0.0)
+    aug = Augmenter(cfg, "bg")
+    photo = torch.rand(4, 3, 16, 16) * 2 - 1
+    sketch = _blob_image(4, 16)
+    p2, s2 = aug.pair(photo, sketch)
+    assert not torch.allclose(p2, photo) and torch.equal(s2, sketch)
+    # Fusion: the same face's parts get the same jitter (a crop of the jittered bg = jittered
+    # crop; contrast is off here because it blends towards each image's own mean).
+    faces = aug.faces({"bg": photo, "mouth": photo[:, :, 4:12, 4:12].clone()})
+    torch.testing.assert_close(faces["mouth"], faces["bg"][:, :, 4:12, 4:12], atol=1e-5, rtol=0)
+
+
+def test_disabled_augmentation_is_identity():
+    aug = Augmenter(AugmentConfig(enabled=False), "bg")
+    x = torch.rand(2, 3, 16, 16)
+    assert aug.photo(x) is x and aug.sketch(x) is x
+
+
+def test_config_validation_and_paths():
+    with pytest.raises(ValueError, match="unknown stage"):
+        TrainConfig(stage="nope", part="eye1")
+    with pytest.raises(ValueError, match="steps"):
+        TrainConfig(stage="local", part="eye1", steps=0)
+    c = TrainConfig(stage="local", part="mouth", augment={"enabled": False})
+    assert isinstance(c.augment, AugmentConfig) and not c.augment.enabled
+    assert str(c.weights_path) == "models/local/mouth.safetensors"
+    assert str(c.checkpoint_path) == "checkpoints/local/mouth.pt"
+    assert str(c.live_dir) == "dvclive/local/mouth"
+    f = TrainConfig(stage="fusion", part="fusion")
+    assert str(f.live_dir) == "dvclive/fusion" and str(f.weights_path) == "models/fusion/fusion.safetensors"
+    assert TrainConfig.from_dict(c.to_dict()) == c
+
+
+def test_file_digest_sees_changes_in_big_files(tmp_path):
+    p = tmp_path / "a.bin"
+    data = np.zeros(1 << 20, np.uint8)
+    p.write_bytes(data.tobytes())
+    d0 = file_digest(p, full_below=1 << 10)  # sampled-block mode
+    data[-5] = 1  # inside the last sampled block
+    p.write_bytes(data.tobytes())
+    assert file_digest(p, full_below=1 << 10) != d0
+
+
+def test_cli_config_precedence(tmp_path, monkeypatch):
+    """CLI option > stage section > shared `train:` section > top-level keys > dataclass default."""
+    import yaml
+
+    import pipeline.config
+    from stages.train import _config
+
+    params = {
+        "lr": 3e-4, "profile": "micro", "seed": 7,
+        "train": {"betas": [0.0, 0.99], "log_every": 5, "augment": {"enabled": True, "degrees": 2.0}},
+        "train_local": {"steps": 11, "lr_d": 1e-4, "log_every": 3, "augment": {"hue": 0.0},
+                        "loss_weights": {"geo": 2.0}},
+    }
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.setattr(pipeline.config, "PARAMS_FILE", path)
+    cfg = _config("local", "nose", {"steps": None, "batch_size": 2, "lr": None, "augment": False})
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.lr_d, cfg.seed, cfg.profile) == (11, 2, 3e-4, 1e-4, 7, "micro")
+    assert cfg.betas == (0.0, 0.99) and cfg.log_every == 3 and cfg.loss_weights == {"geo": 2.0}
+    assert cfg.augment == AugmentConfig(enabled=False, degrees=2.0, hue=0.0)
+    assert cfg.ckpt_every == TrainConfig.ckpt_every  # untouched default

@@ -132,23 +132,58 @@ def load_part_modules(
 
 @dataclass
 class Editor:
-    """Everything inference needs: per-part encoders/decoders/generators and the fusion net."""
+    """Everything inference needs: per-part encoders/decoders/generators and the fusion net.
+
+    Faces and sketches are (B,3,R,R) in [-1,1] at the profile's resolution; per-part values
+    are dicts keyed by part. Geometry latents come from photos (E_image) or sketches
+    (E_sketch) and share one space (stage 2 aligned them); appearance codes are 4*app_ngf-d.
+    """
 
     profile: Profile
     boxes: dict[str, tuple[int, int, int]]
     parts: dict[str, dict[str, nn.Module]]
     fusion: nn.Module
 
+    def crops(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
+        r = self.profile.resolution
+        assert face.ndim == 4 and face.shape[-2:] == (r, r), (face.shape, r)
+        return {p: face[:, :, y:y + s, x:x + s] for p, (x, y, s) in self.boxes.items()}
+
     @torch.no_grad()
-    def compose(self, geometry: dict[str, torch.Tensor], appearance: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Face from per-part geometry latents (E_sketch or E_image) and appearance crops (B,3,s,s)."""
+    def geometry_from_photo(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {p: self.parts[p]["image_encoder"](c) for p, c in self.crops(face).items()}
+
+    @torch.no_grad()
+    def geometry_from_sketch(self, sketch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {p: self.parts[p]["sketch_encoder"](c) for p, c in self.crops(sketch).items()}
+
+    @torch.no_grad()
+    def appearance_codes(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {p: self.parts[p]["generator"].style(c) for p, c in self.crops(face).items()}
+
+    @torch.no_grad()
+    def render(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Face from per-part geometry latents and appearance codes (one forward pass)."""
         from pipeline.networks import fuse_canvas
 
         feats = {}
         for part in PARTS:
-            g = self.parts[part]["generator"]
-            _, feats[part] = g.decode(geometry[part], g.style(appearance[part]))
+            _, feats[part] = self.parts[part]["generator"].decode(geometry[part], codes[part])
         return self.fusion(fuse_canvas(feats, self.boxes))
+
+    @torch.no_grad()
+    def compose(self, geometry: dict[str, torch.Tensor], appearance: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Face from per-part geometry latents (E_sketch or E_image) and appearance crops (B,3,s,s)."""
+        return self.render(geometry, {p: self.parts[p]["generator"].style(appearance[p]) for p in PARTS})
+
+    @torch.no_grad()
+    def sketch_from_geometry(self, geometry: dict[str, torch.Tensor]) -> torch.Tensor:
+        """An editable whole-face sketch (B,3,R,R): the bg decoder's sketch with each part's
+        decoded sketch pasted in its box (same order as the feature canvas)."""
+        from pipeline.networks import fuse_canvas
+
+        sketches = {p: self.parts[p]["sketch_decoder"](geometry[p]) for p in PARTS}
+        return fuse_canvas(sketches, self.boxes)
 
 
 def load_editor(models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu") -> Editor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data, import_official, train
+from . import data, edit, evaluate, import_official, train
 
 app = typer.Typer(
     name="dfe",
@@ -18,13 +18,16 @@ for _name, _fn in [
     ("ingest", data.ingest),
     ("landmarks", data.landmarks),
     ("align", data.align),
-    ("sketch", data.sketch),
+    ("build-sketches", data.sketch),
     ("split", data.split),
     ("components", data.components),
     ("train-sketch-ae", train.train_sketch_ae_cmd),
     ("train-image-encoder", train.train_image_encoder_cmd),
     ("train-local", train.train_local_cmd),
     ("train-fusion", train.train_fusion_cmd),
+    ("evaluate", evaluate.evaluate_cmd),
+    ("edit", edit.edit_cmd),
+    ("sketch", edit.sketch_cmd),
     ("import-official", import_official.import_official_cmd),
 ]:
     app.command(_name)(_fn)

@@ -1,0 +1,239 @@
+"""edit: sketch/photo-driven face editing on ordinary photos, and editable sketches of a photo.
+
+A photo of any size is decoded, its face found (dlib, 68 points), aligned FFHQ-style at the
+profile's resolution, edited there (geometry from a photo via E_image or from a sketch via
+E_sketch; appearance codes per part from one or more photos), and pasted back into the
+original frame with a feathered mask, so pixels outside the mask keep their exact values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline import PARTS
+
+
+class EditInputError(ValueError):
+    """An input the edit cannot use; the message names the file and the reason."""
+
+
+class FaceNotFoundError(EditInputError):
+    pass
+
+
+@dataclass
+class AlignedFace:
+    photo: np.ndarray  # (H,W,3) uint8, the decoded input
+    face: np.ndarray  # (R,R,3) uint8 aligned face
+    transform: np.ndarray  # (2,3) photo px -> aligned px
+    landmarks: np.ndarray | None  # (68,2) aligned px; None for inputs given already aligned
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """RGB uint8 (H,W,3) of any common image file; EditInputError naming the file otherwise."""
+    from pipeline.io import ImageDecodeError, load_image
+
+    try:
+        image, _ = load_image(path, min_side=16)
+    except ImageDecodeError as e:
+        raise EditInputError(f"cannot read {path}: {e}") from None
+    return image
+
+
+class FaceDetector:
+    """dlib's detector + 68-point predictor run on a copy shrunk to `detect_side` (speed);
+    landmarks come back in the full image's pixels."""
+
+    def __init__(self, upsample: int = 1, detect_side: int = 512) -> None:
+        from pipeline.landmarks import DlibBackend
+
+        self.backend = DlibBackend(upsample=upsample)
+        self.detect_side = detect_side
+
+    def landmarks(self, image: np.ndarray, name: str) -> np.ndarray:
+        h, w = image.shape[:2]
+        k = min(1.0, self.detect_side / min(h, w))
+        small = image if k == 1.0 else cv2.resize(image, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA)
+        det = self.backend.detect(np.ascontiguousarray(small))
+        if det is None:
+            raise FaceNotFoundError(f"no face found in {name}")
+        return det.landmarks.astype(np.float64) * np.array([w / small.shape[1], h / small.shape[0]])
+
+
+def align_image(image: np.ndarray, resolution: int, detector: FaceDetector | None, name: str) -> AlignedFace:
+    """Align a photo's face; with detector=None the image is taken as an aligned crop (resized)."""
+    from pipeline.align import alignment_transform, transform_points, warp_face
+
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
+    if detector is None:
+        h, w = image.shape[:2]
+        m = np.array([[resolution / w, 0, 0], [0, resolution / h, 0]], np.float64)
+        face = cv2.resize(image, (resolution, resolution), interpolation=cv2.INTER_AREA if w > resolution else cv2.INTER_LINEAR)
+        return AlignedFace(image, face, m, None)
+    lm = detector.landmarks(image, name)
+    m = alignment_transform(lm, resolution)
+    return AlignedFace(image, warp_face(image, m, resolution), m, transform_points(lm, m).astype(np.float64))
+
+
+def warp_sketch(sketch: np.ndarray, transform: np.ndarray, resolution: int) -> np.ndarray:
+    """A sketch drawn in a photo's frame -> the aligned frame (R,R) uint8, white where it had no paper.
+
+    Large reductions area-shrink first so thin strokes fade to grey rather than vanish.
+    """
+    gray = cv2.cvtColor(sketch, cv2.COLOR_RGB2GRAY) if sketch.ndim == 3 else sketch
+    m = transform.copy()
+    scale = np.sqrt(abs(np.linalg.det(m[:, :2])))
+    if scale < 0.5:
+        h, w = gray.shape
+        shrink = int(np.floor(1 / scale))
+        small = cv2.resize(gray, (max(1, w // shrink), max(1, h // shrink)), interpolation=cv2.INTER_AREA)
+        m[:, 0] *= w / small.shape[1]
+        m[:, 1] *= h / small.shape[0]
+        gray = small
+    return cv2.warpAffine(gray, m, (resolution, resolution), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+
+
+def sketch_to_photo_frame(sketch: np.ndarray, transform: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An aligned sketch (R,R) uint8 mapped onto the photo's pixels (H,W); white outside the face crop."""
+    assert sketch.ndim == 2 and sketch.dtype == np.uint8, (sketch.shape, sketch.dtype)
+    inv = cv2.invertAffineTransform(transform)
+    h, w = shape
+    return cv2.warpAffine(sketch, inv, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+
+
+def looks_like_sketch(image: np.ndarray) -> bool:
+    """Black-on-white line art: grey (channels equal) and mostly paper-white."""
+    img = image.astype(np.int16)
+    grey = np.abs(img - img.mean(axis=2, keepdims=True)).max(axis=2) <= 8
+    return bool(grey.mean() > 0.99 and (img.mean(axis=2) > 200).mean() > 0.6)
+
+
+def _face_tensor(faces: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(faces)).to(device)
+    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _sketch_tensor(sketch: np.ndarray, device: torch.device) -> torch.Tensor:
+    assert sketch.ndim == 2 and sketch.dtype == np.uint8, (sketch.shape, sketch.dtype)
+    x = torch.from_numpy(np.ascontiguousarray(sketch)).to(device).float().div(127.5).sub(1.0)
+    return x[None, None].expand(1, 3, -1, -1).contiguous()  # white paper = +1, 3 channels
+
+
+def edit_aligned(
+    editor,
+    appearance: np.ndarray,
+    geometry_photo: np.ndarray | None = None,
+    geometry_sketch: np.ndarray | None = None,
+    part_appearance: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """The edited aligned face (R,R,3) uint8.
+
+    Geometry from `geometry_sketch` (R,R) uint8 via E_sketch when given, else from
+    `geometry_photo` (R,R,3) via E_image; appearance codes of every part from `appearance`,
+    replaced per part by `part_appearance[part]` (all aligned (R,R,3) uint8 faces).
+    """
+    r = editor.profile.resolution
+    device = next(editor.fusion.parameters()).device
+    overrides = dict(part_appearance or {})
+    unknown = set(overrides) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    faces = [appearance, *overrides.values()]
+    if any(f.shape != (r, r, 3) for f in faces):
+        raise ValueError(f"appearance faces must be ({r},{r},3), got {[f.shape for f in faces]}")
+    if geometry_sketch is not None:
+        assert geometry_sketch.shape == (r, r), geometry_sketch.shape
+        geometry = editor.geometry_from_sketch(_sketch_tensor(geometry_sketch, device))
+    elif geometry_photo is not None:
+        assert geometry_photo.shape == (r, r, 3), geometry_photo.shape
+        geometry = editor.geometry_from_photo(_face_tensor([geometry_photo], device))
+    else:
+        raise ValueError("edit_aligned needs a geometry photo or a geometry sketch")
+    all_codes = editor.appearance_codes(_face_tensor(faces, device))  # one batch for every donor
+    codes = {p: all_codes[p][:1] for p in PARTS}
+    for k, part in enumerate(overrides, start=1):
+        codes[part] = all_codes[part][k : k + 1]
+    out = editor.render(geometry, codes)
+    return ((out[0].clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+@dataclass
+class EditRequest:
+    geometry: str  # photo (or, with aligned=True, a photo or sketch) whose frame the output keeps
+    appearance: str
+    part_appearance: dict[str, str] = field(default_factory=dict)
+    geometry_sketch: str | None = None  # in the geometry photo's frame, or aligned with aligned=True
+    aligned: bool = False  # inputs are aligned crops; the output is the aligned face
+    feather: float = 0.06
+
+
+@dataclass
+class EditResult:
+    image: np.ndarray  # the output: input-sized photo, or the aligned face with aligned=True
+    aligned: np.ndarray  # (R,R,3) the edited aligned face
+    transform: np.ndarray  # (2,3) photo -> aligned
+
+
+def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditResult:
+    """Decode, align, edit and paste back. `detector` may be None only with req.aligned."""
+    from pipeline.align import paste_back
+
+    r = editor.profile.resolution
+    if not req.aligned and detector is None:
+        raise ValueError("a FaceDetector is needed unless the inputs are aligned")
+    det = None if req.aligned else detector
+
+    geo_img = read_image(req.geometry)
+    sketch = None
+    if req.geometry_sketch is None and looks_like_sketch(geo_img):
+        if not req.aligned:
+            raise EditInputError(
+                f"{req.geometry} looks like a sketch: a sketch as the main input must be an aligned face "
+                "(pass --aligned), or give the photo and the sketch with --geometry-sketch"
+            )
+        sketch = warp_sketch(geo_img, align_image(geo_img, r, None, req.geometry).transform, r)
+        target = None
+    else:
+        target = align_image(geo_img, r, det, req.geometry)
+        if req.geometry_sketch is not None:
+            drawn = read_image(req.geometry_sketch)
+            if not req.aligned and drawn.shape[:2] != geo_img.shape[:2]:
+                raise EditInputError(
+                    f"{req.geometry_sketch} is {drawn.shape[1]}x{drawn.shape[0]} but {req.geometry} is "
+                    f"{geo_img.shape[1]}x{geo_img.shape[0]}: draw on the photo's own frame (`dfe sketch "
+                    "--in-photo-frame`) or pass --aligned with aligned inputs"
+                )
+            m = target.transform if not req.aligned else align_image(drawn, r, None, req.geometry_sketch).transform
+            sketch = warp_sketch(drawn, m, r)
+
+    app = align_image(read_image(req.appearance), r, det, req.appearance).face
+    parts = {p: align_image(read_image(path), r, det, path).face for p, path in req.part_appearance.items()}
+    out = edit_aligned(editor, app, None if target is None else target.face, sketch, parts)
+    if req.aligned or target is None:
+        m = np.array([[1.0, 0, 0], [0, 1.0, 0]]) if target is None else target.transform
+        return EditResult(out, out, m)
+    return EditResult(paste_back(target.photo, out, target.transform, feather=req.feather), out, target.transform)
+
+
+def photo_sketch(
+    path: str, resolution: int, style, detector: FaceDetector, in_photo_frame: bool = False,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """The editable sketch of a photo's face: aligned (R,R) uint8, or photo-sized (H,W) with
+    `in_photo_frame` (white outside the face crop) to draw on and feed back as a geometry sketch.
+
+    `style` is a SketchStyle; pass randomize=0 for the fixed look the encoders see on average.
+    """
+    from pipeline.sketch import synthesize_sketches
+
+    face = align_image(read_image(path), resolution, detector, path)
+    sketch = synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), style, seed=0, device=device)[0]
+    if not in_photo_frame:
+        return sketch
+    return sketch_to_photo_frame(sketch, face.transform, face.photo.shape[:2])

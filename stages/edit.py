@@ -1,0 +1,105 @@
+"""`dfe edit` (edit a photo's face from photos and sketches) and `dfe sketch` (a photo's editable sketch).
+
+Options default to None and fall back to params.yaml: top-level `profile`, the `edit:` section
+(models_dir, device, detect_side, upsample, feather) and `sketch.style` (with randomize=0).
+Bad inputs end with a one-line message naming the file and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NoReturn, Optional
+
+import typer
+
+from pipeline.progress import console
+
+EDIT_DEFAULTS: dict[str, Any] = {"models_dir": "models", "device": "auto", "detect_side": 512, "upsample": 1,
+                                 "feather": 0.06}
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _settings(profile: Optional[str], overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    from pipeline.config import load_params
+
+    params = load_params()
+    values = {**EDIT_DEFAULTS, **(params.get("edit") or {})}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["profile"] = profile or params.get("profile", "small")
+    return values, params
+
+
+def _parse_parts(items: list[str]) -> dict[str, str]:
+    from pipeline import PARTS
+
+    out = {}
+    for item in items:
+        part, sep, path = item.partition("=")
+        if not sep or part not in PARTS or not path:
+            raise typer.BadParameter(f"{item!r}: expected PART=PHOTO with PART one of {', '.join(PARTS)}",
+                                     param_hint="--part-appearance")
+        out[part] = path
+    return out
+
+
+def edit_cmd(
+    geometry: str = typer.Argument(..., help="photo whose face is edited (or an aligned sketch with --aligned)"),
+    appearance: str = typer.Option(..., "--appearance", "-a", help="photo giving every part's appearance"),
+    part_appearance: list[str] = typer.Option([], "--part-appearance", "-p", help="PART=PHOTO, e.g. mouth=b.jpg (repeatable)"),
+    geometry_sketch: Optional[str] = typer.Option(None, "--geometry-sketch", "-s", help="sketch giving the geometry (photo's frame, or aligned with --aligned)"),
+    aligned: bool = typer.Option(False, "--aligned", help="inputs are aligned face crops; write the aligned face"),
+    output: Path = typer.Option(..., "--output", "-o", help="output PNG"),
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro [params: profile]"),
+    models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights [params: edit.models_dir]"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: edit.device]"),
+    feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face [params: edit.feather]"),
+) -> None:
+    """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
+    from pipeline.edit import EditInputError, EditRequest, FaceDetector, run_edit
+    from pipeline.evaluate import resolve_device
+    from pipeline.io import save_png
+    from pipeline.training import load_editor
+
+    cfg, _ = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather})
+    req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"])
+    try:  # missing weights name the stage that makes them; a profile mismatch says so
+        editor = load_editor(cfg["models_dir"], cfg["profile"], resolve_device(cfg["device"]))
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    try:
+        detector = None if aligned else FaceDetector(cfg["upsample"], cfg["detect_side"])
+        result = run_edit(req, editor, detector)
+    except EditInputError as e:
+        _fail(str(e))
+    save_png(output, result.image)
+    console.print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]})")
+
+
+def sketch_cmd(
+    photo: str = typer.Argument(..., help="photo with a face"),
+    output: Path = typer.Option(..., "--output", "-o", help="output PNG"),
+    in_photo_frame: bool = typer.Option(False, "--in-photo-frame", help="map the sketch onto the photo's own pixels"),
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro: sets the aligned size [params: profile]"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: edit.device]"),
+) -> None:
+    """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
+    from pipeline.edit import EditInputError, FaceDetector, photo_sketch
+    from pipeline.evaluate import resolve_device
+    from pipeline.io import save_png
+    from pipeline.profiles import get_profile
+    from pipeline.sketch import SketchStyle
+
+    cfg, params = _settings(profile, {"device": device})
+    style = SketchStyle(**{**((params.get("sketch") or {}).get("style") or {}), "randomize": 0.0})
+    try:
+        resolution = get_profile(cfg["profile"]).resolution
+        detector = FaceDetector(cfg["upsample"], cfg["detect_side"])
+        sketch = photo_sketch(photo, resolution, style, detector, in_photo_frame, resolve_device(cfg["device"]))
+    except (EditInputError, FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    save_png(output, sketch)
+    console.print(f"wrote {output} ({sketch.shape[1]}x{sketch.shape[0]})")

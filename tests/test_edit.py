@@ -1,0 +1,141 @@
+"""`dfe edit` / `dfe sketch` on real 1024 px London photos with one-step micro models."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from pipeline.edit import EditRequest, FaceDetector, run_edit
+from stages.edit import edit_cmd, sketch_cmd
+from tests.helpers_models import PROFILE, aligned_london, one_thread, tiny_models
+
+app = typer.Typer()
+app.command("edit")(edit_cmd)
+app.command("sketch")(sketch_cmd)
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    return tiny_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def photos(london):
+    return {"geo": london / "neutral" / "001_03.jpg", "app": london / "neutral" / "004_03.jpg",
+            "mouth": london / "smiling" / "010_08.jpg"}
+
+
+@pytest.fixture(scope="module")
+def detector():
+    return FaceDetector()
+
+
+@pytest.fixture(scope="module")
+def editor(models):
+    from pipeline.training import load_editor
+
+    return load_editor(models, PROFILE)
+
+
+def _read(path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img[..., ::-1] if img.ndim == 3 else img
+
+
+def _square_footprint(transform: np.ndarray, shape: tuple[int, int], r: int) -> np.ndarray:
+    """Photo pixels the aligned R x R square can reach, bilinear spill over its edge included."""
+    inv = cv2.invertAffineTransform(transform)
+    cover = cv2.warpAffine(np.ones((r, r), np.float32), inv, (shape[1], shape[0]), flags=cv2.INTER_LINEAR)
+    return cover > 0
+
+
+def test_edit_pastes_into_the_photo(editor, detector, photos):
+    from pipeline.edit import read_image
+
+    req = EditRequest(str(photos["geo"]), str(photos["app"]), {"mouth": str(photos["mouth"])})
+    res = run_edit(req, editor, detector)
+    src = read_image(photos["geo"])
+    assert res.image.shape == src.shape
+    assert res.aligned.shape == (128, 128, 3)
+    inside = _square_footprint(res.transform, src.shape[:2], 128)
+    assert 0.02 < inside.mean() < 0.9
+    assert np.array_equal(res.image[~inside], src[~inside])  # untouched outside the mask
+    changed = np.abs(res.image.astype(np.int16) - src).max(axis=2) > 0
+    assert changed[inside].mean() > 0.2
+    # The mouth donor matters: a different mouth appearance changes the result.
+    other = run_edit(EditRequest(str(photos["geo"]), str(photos["app"])), editor, detector)
+    assert np.abs(other.aligned.astype(np.int16) - res.aligned).max() > 0
+
+
+def test_cli_edit_aligned_and_sketch_roundtrip(models, photos, tmp_path):
+    faces, _ = aligned_london([photos["geo"], photos["app"]], 256)
+    for name, face in zip(("geo.png", "app.png"), faces):
+        cv2.imwrite(str(tmp_path / name), face[..., ::-1])
+    common = ["--profile", PROFILE, "--models", str(models), "--device", "cpu"]
+    r = runner.invoke(app, ["edit", str(tmp_path / "geo.png"), "-a", str(tmp_path / "app.png"),
+                            "--aligned", "-o", str(tmp_path / "out.png"), *common])
+    assert r.exit_code == 0, r.output
+    assert _read(tmp_path / "out.png").shape == (128, 128, 3)
+
+    r = runner.invoke(app, ["sketch", str(photos["geo"]), "-o", str(tmp_path / "sk.png"), "--profile", PROFILE])
+    assert r.exit_code == 0, r.output
+    sk = _read(tmp_path / "sk.png")
+    assert sk.shape == (128, 128) and (sk < 128).mean() > 0.01 and (sk > 200).mean() > 0.5
+
+    # An aligned sketch as the main input: geometry from E_sketch; without --aligned it is refused.
+    r = runner.invoke(app, ["edit", str(tmp_path / "sk.png"), "-a", str(tmp_path / "app.png"), "--aligned",
+                            "-o", str(tmp_path / "drawn.png"), *common])
+    assert r.exit_code == 0, r.output
+    assert _read(tmp_path / "drawn.png").shape == (128, 128, 3)
+    r = runner.invoke(app, ["edit", str(tmp_path / "sk.png"), "-a", str(photos["app"]), "-o", str(tmp_path / "x.png"), *common])
+    assert r.exit_code == 2 and "looks like a sketch" in r.output
+
+    r = runner.invoke(app, ["sketch", str(photos["geo"]), "-o", str(tmp_path / "skp.png"), "--in-photo-frame",
+                            "--profile", PROFILE])
+    assert r.exit_code == 0, r.output
+    skp = _read(tmp_path / "skp.png")
+    assert skp.shape == _read(photos["geo"]).shape[:2]
+    assert skp[0, 0] == 255 and skp[-1, -1] == 255 and (skp < 128).any()
+
+    # The photo-frame sketch goes back in as the geometry of an edit of the same photo.
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "--geometry-sketch",
+                            str(tmp_path / "skp.png"), "-o", str(tmp_path / "fromsketch.png"), *common])
+    assert r.exit_code == 0, r.output
+    assert _read(tmp_path / "fromsketch.png").shape == _read(photos["geo"]).shape
+
+
+def test_cli_errors_name_the_file(models, photos, tmp_path):
+    common = ["--profile", PROFILE, "--models", str(models), "--device", "cpu"]
+    flat = tmp_path / "blank_wall.png"
+    cv2.imwrite(str(flat), np.full((300, 300, 3), 128, np.uint8))
+    r = runner.invoke(app, ["edit", str(flat), "-a", str(photos["app"]), "-o", str(tmp_path / "o.png"), *common])
+    assert r.exit_code == 2 and "no face found" in r.output and "blank_wall.png" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+    junk = tmp_path / "not_a_photo.jpg"
+    junk.write_bytes(b"hello, not a JPEG\n" * 10)
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(junk), "-o", str(tmp_path / "o.png"), *common])
+    assert r.exit_code == 2 and "not_a_photo.jpg" in r.output and "not an image" in r.output
+
+    r = runner.invoke(app, ["sketch", str(flat), "-o", str(tmp_path / "s.png"), "--profile", PROFILE])
+    assert r.exit_code == 2 and "blank_wall.png" in r.output
+
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "-o", str(tmp_path / "o.png"),
+                            "--profile", PROFILE, "--models", str(tmp_path / "nomodels")])
+    assert r.exit_code == 2 and "train_sketch_ae" in r.output
+    assert not (tmp_path / "o.png").exists()
+
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "-p", "ear=x.jpg",
+                            "-o", str(tmp_path / "o.png"), *common])
+    assert r.exit_code == 2 and "ear=x.jpg" in r.output

@@ -90,21 +90,6 @@ def test_second_repro_does_nothing(project):
     assert "Running stage" not in out, out
 
 
-def test_sketch_param_reruns_only_sketch_and_downstream(project):
-    root, env = project
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["sketch"]["seed"] = 7
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        out = _run(["dvc", "repro", "--dry"], root, env).stdout
-        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-        assert "sketch" in ran and "components" in ran and "train_sketch_ae@eye1" in ran
-        assert not ran & {"ingest", "landmarks", "align", "split"}, ran
-    finally:
-        params["sketch"]["seed"] = 0
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def test_notebook_runs_on_pipeline_outputs(project):
     import nbformat
     from nbclient import NotebookClient
@@ -115,3 +100,21 @@ def test_notebook_runs_on_pipeline_outputs(project):
     assert (root / "reports" / "notebook_edit.png").stat().st_size > 0
     printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "edit differs from the reconstruction by" in printed
+
+
+def test_sketch_param_reruns_only_sketch_and_downstream(project):
+    root, env = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sketch"]["seed"] = 7
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = _run(["dvc", "repro", "components"], root, env).stdout
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        assert ran == {"sketch", "components"}, out
+        status = _run(["dvc", "status"], root, env).stdout
+        assert "train_sketch_ae@eye1" in status  # training is now out of date: its data changed
+        assert not any(f"\n{s}:" in "\n" + status for s in ("ingest", "landmarks", "align", "split")), status
+    finally:
+        params["sketch"]["seed"] = 0
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _run(["dvc", "repro", "components"], root, env)  # back to the built state (run cache)

@@ -131,8 +131,11 @@ def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFID
         if len(r) == 0:
             raise ValueError(f"no {k} faces for {cfg.attribute}={cfg.source_value}->{cfg.target_value} in {data_dir}")
     test_rows = rows["test"][: cfg.max_faces] if cfg.max_faces > 0 else rows["test"]
-    targets = manifest[test & is_tgt]
-    first_target = dict(zip(targets["identity"], targets.index)) if "identity" in manifest else {}
+    # A test face's real target photo: the same identity's (first) test row with the attribute.
+    first_target: dict[str, int] = {}
+    if "identity" in manifest:
+        targets = manifest[test & is_tgt]
+        first_target = dict(zip(targets["identity"][::-1], targets.index[::-1]))
     pair = np.array([first_target.get(manifest.at[r, "identity"], -1) if first_target else -1 for r in test_rows],
                     dtype=np.int64)
     return DFIData(manifest, np.asarray(images), np.asarray(landmarks, dtype=np.float64),
@@ -144,7 +147,8 @@ def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFID
 
 def _to_tensor(faces: np.ndarray, device: torch.device) -> torch.Tensor:
     assert faces.ndim == 4 and faces.shape[3] == 3 and faces.dtype == np.uint8, (faces.shape, faces.dtype)
-    return torch.from_numpy(np.ascontiguousarray(faces)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    # np.array copies: slices of a read-only memmap cannot back a tensor.
+    return torch.from_numpy(np.array(faces)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -153,8 +157,11 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 
 
 def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B,3,R,R) sketches in [-1,1] (channels replicated) -> (B,R,R) uint8."""
-    return _to_uint8(x)[..., 0] if x.shape[1] == 3 else _to_uint8(x.expand(-1, 3, -1, -1))[..., 0]
+    """(B,C,R,R) sketches in [-1,1] (one channel replicated) -> (B,R,R) uint8."""
+    from pipeline.viz import to_uint8
+
+    assert x.ndim == 4, x.shape
+    return to_uint8(x.mean(dim=1, keepdim=True))
 
 
 def encode(editor, images: np.ndarray, batch_size: int, device: torch.device, what: str
@@ -264,8 +271,9 @@ def classic_dfi(vgg, data: DFIData, cfg: DFIConfig, device: torch.device) -> Cla
 class Evaluator:
     """Mouth NME vs the real target photo and identity vs the unedited photo, for test faces.
 
-    Holds the reference embeddings and landmarks so each method/alpha costs only its own
-    detections and embeddings.
+    dlib misses some generated 128 px faces, and which ones differs between alphas: mouth NME
+    is therefore averaged over the paired faces found in EVERY compared image set (`common`),
+    so the figures of one method compare like with like; `missed` counts each set's misses.
     """
 
     def __init__(self, data: DFIData, rows: np.ndarray, pair: np.ndarray, upsample: int) -> None:
@@ -287,15 +295,11 @@ class Evaluator:
                 out[i] = det.landmarks
         return out
 
-    def mouth_nme(self, lm: np.ndarray) -> tuple[float | None, int]:
-        """Mean mouth NME of (paired rows of) `lm` vs the target photos, and how many missed."""
+    def mouth_errors(self, lm: np.ndarray) -> np.ndarray:
+        """Mouth NME (P,) of the paired rows of `lm` (N,68,2) vs the target photos; NaN = missed."""
         from pipeline.metrics import LANDMARK_GROUPS, landmark_nme
 
-        if not self.has_pair.any():
-            return None, 0
-        err = landmark_nme(lm[self.has_pair], self.ref_lm, LANDMARK_GROUPS[MOUTH])
-        found = np.isfinite(err)
-        return (float(err[found].mean()) if found.any() else None), int((~found).sum())
+        return landmark_nme(lm[self.has_pair], self.ref_lm, LANDMARK_GROUPS[MOUTH])
 
     def identity(self, images: np.ndarray, against: np.ndarray | None = None) -> dict[str, float | None]:
         from pipeline.metrics import DLIB_SAME_PERSON_THRESHOLD, identity_distance, identity_similarity
@@ -309,9 +313,17 @@ class Evaluator:
         return {"id_distance": float(dist[ok].mean()), "id_similarity": float(sim[ok].mean()),
                 "same_person": float((dist[ok] < DLIB_SAME_PERSON_THRESHOLD).mean())}
 
-    def figures(self, images: np.ndarray) -> dict[str, Any]:
-        nme, missed = self.mouth_nme(self.landmarks(images))
-        return {"mouth_nme": nme, "missed": missed, **self.identity(images)}
+    def compare(self, sets: Mapping[str, np.ndarray], what: str) -> tuple[dict[str, dict[str, Any]], int]:
+        """Figures per named image set (each (N,R,R,3), rows = this evaluator's faces) and the
+        number of paired faces found in all of them (the faces mouth NME averages over)."""
+        errors = {name: self.mouth_errors(self.landmarks(images)) for name, images in track(sets.items(), what)}
+        common = np.logical_and.reduce([np.isfinite(e) for e in errors.values()])
+        out = {}
+        for name, images in sets.items():
+            err = errors[name]
+            out[name] = {"mouth_nme": float(err[common].mean()) if common.any() else None,
+                         "missed": int((~np.isfinite(err)).sum()), **self.identity(images)}
+        return out, int(common.sum())
 
 
 def _alpha_key(alpha: float) -> str:
@@ -374,13 +386,18 @@ def run_dfi(
     fast = fast_dfi(editor, data, cfg, dev)
     ev = Evaluator(data, data.test, data.pair, cfg.landmark_upsample)
     paired = data.pair[data.pair >= 0]
-    nme_detected, missed_detected = ev.mouth_nme(ev.landmarks(data.images[data.test]))
+    # The unedited neutral photo goes through the same dlib-at-128-px measurement ('photo').
+    sets = {"photo": data.images[data.test], "recon": fast.recon,
+            **{_alpha_key(a): fast.edits[:, k] for k, a in enumerate(cfg.alphas)}}
+    figures, n_common = ev.compare(sets, "evaluate fast DFI")
+    photo = figures.pop("photo")
+    stored = ev.mouth_errors(data.landmarks[data.test])
     baseline: dict[str, Any] = {
         # Before any edit: the neutral photo against the same person's smiling photo, with its
-        # stored (full-resolution) landmarks and with dlib at the outputs' size (comparable).
-        "source_mouth_nme": ev.mouth_nme(data.landmarks[data.test])[0],
-        "source_mouth_nme_detected": nme_detected,
-        "source_missed": missed_detected,
+        # stored (full-resolution) landmarks (all pairs) and with dlib at 128 px (common faces).
+        "source_mouth_nme": float(stored.mean()) if len(stored) else None,
+        "source_mouth_nme_detected": photo["mouth_nme"],
+        "source_missed": photo["missed"],
     }
     if len(paired):  # how far the real smiling photo is from the neutral one in identity
         target_id = ev.identity(data.images[paired], against=ev.e_source[ev.has_pair])
@@ -388,10 +405,9 @@ def run_dfi(
     fast_metrics: dict[str, Any] = {
         "seconds_per_image": fast.seconds_per_image,
         "seconds_per_edit": fast.seconds_per_image / len(cfg.alphas),
-        "recon": ev.figures(fast.recon),
+        "n_common": n_common,
+        **figures,
     }
-    for k, alpha in enumerate(track(cfg.alphas, "evaluate fast edits")):
-        fast_metrics[_alpha_key(alpha)] = ev.figures(fast.edits[:, k])
 
     vgg = load_vgg19(dev, required=False)
     classic_metrics: dict[str, Any] | str
@@ -404,10 +420,11 @@ def run_dfi(
         classic = classic_dfi(vgg, data, cfg, dev)
         m = len(classic.rows)
         ev_c = Evaluator(data, classic.rows, data.pair[:m], cfg.landmark_upsample)
-        classic_metrics = {"n_faces": m, "seconds_per_image": classic.seconds_per_image,
-                           "iters": cfg.classic_iters, "k": cfg.classic_k}
-        for k, alpha in enumerate(cfg.classic_alphas):
-            classic_metrics[_alpha_key(alpha)] = ev_c.figures(classic.edits[:, k])
+        sets = {"photo": data.images[classic.rows],
+                **{_alpha_key(a): classic.edits[:, k] for k, a in enumerate(cfg.classic_alphas)}}
+        figures, n_common = ev_c.compare(sets, "evaluate classic DFI")
+        classic_metrics = {"n_faces": m, "n_common": n_common, "seconds_per_image": classic.seconds_per_image,
+                           "iters": cfg.classic_iters, "k": cfg.classic_k, **figures}
 
     metrics: dict[str, Any] = {
         "n_train_with": len(data.train_with),

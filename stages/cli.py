@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data, edit, evaluate, import_official, train
+from . import data, dfi, edit, evaluate, import_official, train
 
 app = typer.Typer(
     name="dfe",
@@ -26,6 +26,7 @@ for _name, _fn in [
     ("train-local", train.train_local_cmd),
     ("train-fusion", train.train_fusion_cmd),
     ("evaluate", evaluate.evaluate_cmd),
+    ("dfi", dfi.dfi_cmd),
     ("edit", edit.edit_cmd),
     ("sketch", edit.sketch_cmd),
     ("import-official", import_official.import_official_cmd),

@@ -30,6 +30,8 @@ MICRO = {
     "train_image_encoder": {"steps": 3, "batch_size": 4},
     "train_local": {"steps": 2, "batch_size": 4},
     "train_fusion": {"steps": 2, "batch_size": 2},
+    "evaluate": {"grid_faces": 2},
+    "dfi": {"classic_k": 1, "classic_faces": 1, "classic_iters": 2, "grid_faces": 2},
 }
 
 
@@ -80,6 +82,10 @@ def test_repro_builds_everything(project):
             assert (root / "models" / stage / f"{part}.safetensors").exists(), (stage, part)
             assert (root / "dvclive" / stage / part / "metrics.json").exists()
     assert (root / "models" / "fusion" / "fusion.safetensors").exists()
+    evaluation = json.loads((root / "reports" / "evaluate.json").read_text())
+    assert evaluation["fid"].startswith("absent") or evaluation["fid"].startswith("available")
+    assert (root / "reports" / "evaluate" / "swaps.png").exists() and (root / "reports" / "dfi" / "fast.png").exists()
+    assert json.loads((root / "reports" / "dfi.json").read_text())
     metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, capture_output=True, text=True)
     assert metrics.returncode == 0 and "reports/ingest.json" in metrics.stdout
 

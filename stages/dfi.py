@@ -1,0 +1,78 @@
+"""`dfe dfi`: attribute edits by fast (learned-space) and classic (VGG-19) DFI on the test split.
+
+Options default to None and fall back to params.yaml: top-level `profile` and the `dfi:`
+section (pipeline.dfi_stage.DFIConfig fields, plus `device`). Writes reports/dfi.json,
+reports/dfi/{fast,classic}.png and outputs/dfi/.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+from pipeline.progress import console
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _floats(text: Optional[str]) -> Optional[list[float]]:
+    return None if text is None else [float(t) for t in text.split(",") if t.strip()]
+
+
+def _names(text: Optional[str]) -> Optional[list[str]]:
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
+def dfi_cmd(
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro [params: profile]"),
+    data_dir: Optional[str] = typer.Option(None, "--data", help="holds aligned/ and split/ [default: data]"),
+    models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights [default: models]"),
+    out_dir: Optional[str] = typer.Option(None, "--out", help="edits as .npy + vectors [default: outputs/dfi]"),
+    reports_dir: Optional[str] = typer.Option(None, "--reports", help="dfi.json and dfi/*.png [default: reports]"),
+    attribute: Optional[str] = typer.Option(None, help="manifest column [params: dfi.attribute]"),
+    source_value: Optional[str] = typer.Option(None, help="value without the attribute [params: dfi.source_value]"),
+    target_value: Optional[str] = typer.Option(None, help="value with it [params: dfi.target_value]"),
+    alphas: Optional[str] = typer.Option(None, help="fast DFI steps, comma-separated [params: dfi.alphas]"),
+    parts: Optional[str] = typer.Option(None, help="edited parts, comma-separated [params: dfi.parts]"),
+    spaces: Optional[str] = typer.Option(None, help="geometry,appearance [params: dfi.spaces]"),
+    max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all [params: dfi.max_faces]"),
+    classic_faces: Optional[int] = typer.Option(None, help="faces for VGG DFI [params: dfi.classic_faces]"),
+    classic_iters: Optional[int] = typer.Option(None, help="L-BFGS iterations [params: dfi.classic_iters]"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: dfi.device]"),
+) -> None:
+    """Smile (or any manifest attribute) vectors from the training split; edits and metrics on the test split."""
+    from pipeline.config import load_params, pick
+    from pipeline.dfi_stage import DFIConfig, run_dfi
+
+    params = load_params()
+    values: dict[str, Any] = dict(params.get("dfi") or {})
+    dev = pick(device, values.pop("device", "auto"))
+    if "profile" in params:
+        values["profile"] = params["profile"]
+    given = dict(profile=profile, attribute=attribute, source_value=source_value, target_value=target_value,
+                 alphas=_floats(alphas), parts=_names(parts), spaces=_names(spaces), max_faces=max_faces,
+                 classic_faces=classic_faces, classic_iters=classic_iters)
+    values.update({k: v for k, v in given.items() if v is not None})
+    try:
+        cfg = DFIConfig.from_params(values)
+        metrics = run_dfi(cfg, pick(data_dir, "data"), pick(models_dir, "models"), pick(out_dir, "outputs/dfi"),
+                          pick(reports_dir, "reports"), dev)
+    except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+    from rich.table import Table
+
+    table = Table(title="dfi", show_header=False)
+    for k, v in _flatten(metrics).items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))  # None = not measurable
+    console.print(table)

@@ -32,6 +32,7 @@ import torch
 
 from pipeline import PARTS
 from pipeline.dfi import SPACES, apply_learned_dfi, learned_attribute_vectors
+from pipeline.evaluate import faces_to_tensor, tensor_to_faces
 from pipeline.io import atomic_path, load_npy, save_csv, save_json, save_npy, save_png
 from pipeline.progress import track
 
@@ -145,17 +146,6 @@ def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFID
 # --------------------------------------------------------------------------- tensors
 
 
-def _to_tensor(faces: np.ndarray, device: torch.device) -> torch.Tensor:
-    assert faces.ndim == 4 and faces.shape[3] == 3 and faces.dtype == np.uint8, (faces.shape, faces.dtype)
-    # np.array copies: slices of a read-only memmap cannot back a tensor.
-    return torch.from_numpy(np.array(faces)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    assert x.ndim == 4 and x.shape[1] == 3, x.shape
-    return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
     """(B,C,R,R) sketches in [-1,1] (one channel replicated) -> (B,R,R) uint8."""
     from pipeline.viz import to_uint8
@@ -170,7 +160,7 @@ def encode(editor, images: np.ndarray, batch_size: int, device: torch.device, wh
     geo: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
     app: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
     for start in track(range(0, len(images), batch_size), what):
-        face = _to_tensor(images[start : start + batch_size], device)
+        face = faces_to_tensor(images[start : start + batch_size], device)
         for p, v in editor.geometry_from_photo(face).items():
             geo[p].append(v)
         for p, v in editor.appearance_codes(face).items():
@@ -206,13 +196,13 @@ def fast_dfi(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> Fas
     _sync(device)
     start_time = time.perf_counter()
     for start in track(range(0, len(data.test), cfg.batch_size), "fast DFI"):
-        face = _to_tensor(data.images[data.test[start : start + cfg.batch_size]], device)
+        face = faces_to_tensor(data.images[data.test[start : start + cfg.batch_size]], device)
         z, codes = editor.geometry_from_photo(face), editor.appearance_codes(face)
-        recon.append(_to_uint8(editor.render(z, codes)))
+        recon.append(tensor_to_faces(editor.render(z, codes)))
         per_alpha, per_alpha_sketch = [], []
         for alpha in cfg.alphas:
             z_e, c_e = apply_learned_dfi(z, codes, vectors, alpha, parts=cfg.parts, spaces=cfg.spaces)
-            per_alpha.append(_to_uint8(editor.render(z_e, c_e)))
+            per_alpha.append(tensor_to_faces(editor.render(z_e, c_e)))
             per_alpha_sketch.append(_sketch_uint8(editor.sketch_from_geometry(z_e)))
         edits.append(np.stack(per_alpha, axis=1))
         sketches.append(np.stack(per_alpha_sketch, axis=1))
@@ -254,12 +244,12 @@ def classic_dfi(vgg, data: DFIData, cfg: DFIConfig, device: torch.device) -> Cla
             query_landmarks=data.landmarks[row][pts], pool_landmarks=data.landmarks[pool][:, pts],
             landmark_weight=cfg.classic_landmark_weight,
         )  # fmt: skip
-        phi_s = mean_dfi_features(vgg, _to_tensor(data.images[pool[nb.source]], device), batch_size=cfg.batch_size)
-        phi_t = mean_dfi_features(vgg, _to_tensor(data.images[pool[nb.target]], device), batch_size=cfg.batch_size)
+        phi_s = mean_dfi_features(vgg, faces_to_tensor(data.images[pool[nb.source]], device), batch_size=cfg.batch_size)
+        phi_t = mean_dfi_features(vgg, faces_to_tensor(data.images[pool[nb.target]], device), batch_size=cfg.batch_size)
         w = attribute_vector(phi_t, phi_s)
-        x = _to_tensor(data.images[row : row + 1], device)
+        x = faces_to_tensor(data.images[row : row + 1], device)
         res = dfi_edit(vgg, x, w, cfg.classic_alphas, iters=cfg.classic_iters, tv_weight=cfg.classic_tv_weight)
-        edits.append(_to_uint8(res.images))
+        edits.append(tensor_to_faces(res.images))
     _sync(device)
     elapsed = time.perf_counter() - start_time
     return ClassicResult(rows, np.stack(edits), elapsed / max(len(rows), 1))

@@ -98,12 +98,15 @@ def swap_pairs(identities: list[str], per_face: int) -> np.ndarray:
     return np.asarray(pairs, dtype=np.int64)
 
 
-def _to_tensor(faces: np.ndarray, device: torch.device) -> torch.Tensor:
+def faces_to_tensor(faces: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B,R,R,3) uint8 -> (B,3,R,R) float in [-1,1] on `device`."""
     assert faces.ndim == 4 and faces.shape[3] == 3 and faces.dtype == np.uint8, (faces.shape, faces.dtype)
-    return torch.from_numpy(np.ascontiguousarray(faces)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    # np.array copies: slices of a read-only memmap cannot back a tensor.
+    return torch.from_numpy(np.array(faces)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
+def tensor_to_faces(x: torch.Tensor) -> np.ndarray:
+    """(B,3,R,R) in [-1,1] -> (B,R,R,3) uint8 on the CPU."""
     assert x.ndim == 4 and x.shape[1] == 3, x.shape
     return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
@@ -118,7 +121,7 @@ def _render_pairs(editor, geometry, codes, pairs: np.ndarray, batch_size: int, w
     out = []
     for start in track(range(0, len(pairs), batch_size), what):
         chunk = pairs[start : start + batch_size]
-        out.append(_to_uint8(editor.render(_index(geometry, chunk[:, 0]), _index(codes, chunk[:, 1]))))
+        out.append(tensor_to_faces(editor.render(_index(geometry, chunk[:, 0]), _index(codes, chunk[:, 1]))))
     return np.concatenate(out)
 
 
@@ -182,7 +185,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     geometry: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
     codes: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
     for start in track(range(0, n, bs), "encode test faces"):
-        face = _to_tensor(data.faces[start : start + bs], device)
+        face = faces_to_tensor(data.faces[start : start + bs], device)
         for p, v in editor.geometry_from_photo(face).items():
             geometry[p].append(v)
         for p, v in editor.appearance_codes(face).items():
@@ -197,8 +200,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     gi, aj = pairs[:, 0], pairs[:, 1]
 
     # Reconstruction fidelity.
-    photo_t = _to_tensor(data.faces, device)
-    recon_t = _to_tensor(recon, device)
+    photo_t = faces_to_tensor(data.faces, device)
+    recon_t = faces_to_tensor(recon, device)
     psnr = M.psnr(recon_t, photo_t).cpu().numpy()
     ssim = M.ssim(recon_t, photo_t).cpu().numpy()
 

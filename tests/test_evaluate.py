@@ -98,12 +98,12 @@ def test_evaluate_writes_metrics_and_grids(models, split, tmp_path):
 
 def test_swaps_differ_from_reconstructions(models, split):
     """A swap (geometry i, appearance j) is a different image from i's reconstruction."""
-    from pipeline.evaluate import _render_pairs, _to_tensor
+    from pipeline.evaluate import _render_pairs, faces_to_tensor
     from pipeline.training import load_editor
 
     _, faces = split
     editor = load_editor(models, PROFILE)
-    x = _to_tensor(faces, torch.device("cpu"))
+    x = faces_to_tensor(faces, torch.device("cpu"))
     geo, app = editor.geometry_from_photo(x), editor.appearance_codes(x)
     recon = _render_pairs(editor, geo, app, np.array([[0, 0], [1, 1]]), 2, "r").astype(np.int16)
     swap = _render_pairs(editor, geo, app, np.array([[0, 1], [1, 0]]), 2, "s").astype(np.int16)

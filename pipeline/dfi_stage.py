@@ -49,10 +49,12 @@ class DFIConfig:
     attribute: str = "label"  # manifest column in data/aligned/manifest.csv
     source_value: str = "neutral"  # faces WITHOUT the attribute (edited, and the S side)
     target_value: str = "smiling"  # faces WITH it (the T side; a test person's real target photo)
-    alphas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)  # fast DFI steps (fractions of a latent's norm)
-    parts: tuple[str, ...] = ("mouth", "bg")  # parts whose latents move
-    spaces: tuple[str, ...] = ("geometry",)  # geometry and/or appearance
-    normalise: bool = True  # vectors scaled to the mean latent norm (see learned_attribute_vectors)
+    # Fast DFI, tuned on the small-profile London models (mouth NME down, identity kept):
+    # alpha 1 = the full raw mean shift of the training faces; 2 was best.
+    alphas: tuple[float, ...] = (0.0, 1.0, 2.0, 3.0)
+    parts: tuple[str, ...] = ("mouth", "nose", "bg")  # parts whose latents move
+    spaces: tuple[str, ...] = ("geometry", "appearance")  # geometry and/or appearance
+    normalise: bool = False  # True: vectors scaled to the mean latent norm (learned_attribute_vectors)
     max_faces: int = 0  # first N test faces without the attribute, 0 = all
     grid_faces: int = 6  # rows of the PNG grids
     batch_size: int = 16

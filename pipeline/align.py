@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .io import ImageDecodeError, load_image, save_csv, save_npy
-from .progress import track
+from .parallel import thread_map
 
 
 @dataclass(frozen=True)
@@ -96,33 +96,43 @@ def paste_back(
 
 def run_align(
     cfg: AlignConfig, ingest_manifest: pd.DataFrame, lm_manifest: pd.DataFrame, landmarks: np.ndarray,
-    out_dir: Path,
+    out_dir: Path, workers: int | None = None,
 ) -> pd.DataFrame:
-    """Aligned faces (N,R,R,3) uint8, their landmarks, transforms and a manifest."""
+    """Aligned faces (N,R,R,3) uint8, their landmarks, transforms and a manifest.
+
+    Photos are decoded and warped on `workers` threads (None: $DFE_WORKERS or all cores)."""
     r = cfg.resolution
     found = lm_manifest[lm_manifest["status"] == "ok"].merge(
         ingest_manifest[["id", "identity", "label", "path", "width", "height", "age", "gender", "ethnicity"]], on="id"
     )
     n = len(found)
-    images = np.zeros((n, r, r, 3), np.uint8)
-    aligned_lm = np.zeros((n, 68, 2), np.float32)
-    transforms = np.zeros((n, 2, 3), np.float64)
-    keep = np.zeros(n, bool)
-    reasons = [""] * n
-    for i, rec in enumerate(track(list(found.itertuples()), "align")):
-        lm = landmarks[int(rec.row)]
-        m = alignment_transform(lm, r)
+
+    def warp(rec) -> tuple[np.ndarray | None, str]:
+        m = alignment_transform(landmarks[int(rec.row)], r)
         try:
             # Decode only as large as the output needs (2x oversampling for a clean resample).
             short = min(rec.width, rec.height)
             need = int(2 * np.sqrt(abs(np.linalg.det(m[:, :2]))) * short)
             image, s = load_image(rec.path, draft_side=min(short, max(64, need)))
         except ImageDecodeError as e:
-            reasons[i] = str(e)
-            continue
+            return None, str(e)
         m_dec = m.copy()
         m_dec[:, :2] /= s  # photo transform applied to decoded (scaled) pixels
-        images[i] = warp_face(image, m_dec, r)
+        return warp_face(image, m_dec, r), ""
+
+    images = np.zeros((n, r, r, 3), np.uint8)
+    aligned_lm = np.zeros((n, 68, 2), np.float32)
+    transforms = np.zeros((n, 2, 3), np.float64)
+    keep = np.zeros(n, bool)
+    reasons = [""] * n
+    records = list(found.itertuples())
+    for i, (rec, (face, reason)) in enumerate(zip(records, thread_map(warp, records, "align", workers))):
+        if face is None:
+            reasons[i] = reason
+            continue
+        lm = landmarks[int(rec.row)]
+        m = alignment_transform(lm, r)
+        images[i] = face
         aligned_lm[i] = transform_points(lm, m)
         transforms[i] = m
         keep[i] = True

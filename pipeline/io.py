@@ -145,6 +145,20 @@ def load_image(
     return rgb, scale
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(width, height) of a photo as load_image returns it (EXIF rotation applied), read from
+    its header alone. Raises ImageDecodeError if the file is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            # EXIF orientations 5-8 turn the picture a quarter: width and height swap.
+            return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageDecodeError(f"not an image: {e}") from None
+
+
 def _to_rgb(im) -> np.ndarray:
     from PIL import Image
 

@@ -14,6 +14,9 @@ from pipeline.progress import console
 
 REPORTS = Path("reports")
 
+# Not a param: the worker count never changes a stage's outputs, so it must not rerun one.
+WORKERS_HELP = "parallel workers; default $DFE_WORKERS or all cores (outputs do not depend on it)"
+
 
 def params_and_profile() -> tuple[dict[str, Any], Profile]:
     params = load_params()

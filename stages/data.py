@@ -11,7 +11,7 @@ import typer
 from pipeline.config import pick
 from pipeline.io import load_npy
 
-from .common import params_and_profile, report, stage_params
+from .common import WORKERS_HELP, params_and_profile, report, stage_params
 
 DATA = Path("data")
 
@@ -26,6 +26,7 @@ def ingest(
     source: Optional[str] = typer.Option(None, help="'london' or a folder of photos [params: ingest.source]"),
     limit: Optional[int] = typer.Option(None, help="keep the first N identities, 0 = all [params: ingest.limit]"),
     out: Path = typer.Option(DATA / "ingest", help="output folder"),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Find and decode every photo; list each one as accepted or rejected with its reason."""
     from pipeline.ingest import IngestConfig, run_ingest
@@ -38,7 +39,7 @@ def ingest(
         max_pixels=p.get("max_pixels", IngestConfig.max_pixels),
         limit=pick(limit, p.get("limit", 0)),
     )
-    df = run_ingest(cfg, out)
+    df = run_ingest(cfg, out, workers)
     report("ingest", {"files": len(df), "accepted": int((df.status == "ok").sum()),
                       "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
 
@@ -47,6 +48,7 @@ def landmarks(
     backend: Optional[str] = typer.Option(None, help="auto | dlib | fan [params: landmarks.backend]"),
     ingest_dir: Path = typer.Option(DATA / "ingest"),
     out: Path = typer.Option(DATA / "landmarks"),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """68-point landmarks for every accepted photo (most confident face; no face -> listed)."""
     from pipeline.landmarks import LandmarkConfig, run_landmarks
@@ -58,7 +60,8 @@ def landmarks(
         upsample=p.get("upsample", 0),
         device=p.get("device", "auto"),
     )
-    df = run_landmarks(cfg, pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str}), out)
+    df = run_landmarks(cfg, pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str}), out,
+                       workers=workers)
     ok = df[df.status == "ok"]
     report("landmarks", {
         "photos": len(df), "with_face": len(ok), "rejected": int((df.status != "ok").sum()),
@@ -71,6 +74,7 @@ def align(
     ingest_dir: Path = typer.Option(DATA / "ingest"),
     landmarks_dir: Path = typer.Option(DATA / "landmarks"),
     out: Path = typer.Option(DATA / "aligned"),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """FFHQ-style alignment to the profile's resolution, keeping each photo->face transform."""
     from pipeline.align import AlignConfig, run_align
@@ -78,7 +82,7 @@ def align(
     _, profile = params_and_profile()
     ing = pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str})
     lm = pd.read_csv(landmarks_dir / "manifest.csv", dtype={"id": str})
-    df = run_align(AlignConfig(profile.resolution), ing, lm, load_npy(landmarks_dir / "landmarks.npy"), out)
+    df = run_align(AlignConfig(profile.resolution), ing, lm, load_npy(landmarks_dir / "landmarks.npy"), out, workers)
     report("align", {"faces": int((df.status == "ok").sum()), "resolution": profile.resolution,
                      "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
 
@@ -87,12 +91,13 @@ def sketch(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
     out: Path = typer.Option(DATA / "sketch"),
     device: Optional[str] = typer.Option(None, help="cpu | cuda | auto [params: sketch.device]"),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Hand-drawn-style sketches of the aligned faces, and their stroke continuity against Canny."""
     from pipeline.sketch_stage import run_sketch
 
     p = stage_params("sketch")
-    summary = run_sketch(p, aligned_dir, out, device=pick(device, p.get("device", "auto")))
+    summary = run_sketch(p, aligned_dir, out, device=pick(device, p.get("device", "auto")), workers=workers)
     report("sketch", summary)
 
 

@@ -185,3 +185,35 @@ def test_part_boxes_scale_to_multiples_of_16():
     for r in (64, 128, 256):
         for x, y, s in part_boxes(r).values():
             assert s % 16 == 0 and 0 <= x <= r - s and 0 <= y <= r - s
+
+
+def test_ingest_records_exact_size_of_large_and_rotated_photos(tmp_path):
+    """Ingest decodes at 1/8 scale to validate; the recorded size is still the photo's own,
+    with EXIF quarter turns applied, as load_image returns the pixels."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (1350, 1001, 3), np.uint8)).save(tmp_path / "a_big.jpg", quality=80)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 255, (200, 300, 3), np.uint8)).save(tmp_path / "b_turned.jpg", exif=exif.tobytes())
+    ing = run_ingest(IngestConfig(source=str(tmp_path), identity_pattern="", min_side=16), tmp_path / "out").set_index("id")
+    assert (ing.loc["a_big", ["width", "height"]].tolist()) == [1001, 1350]
+    assert (ing.loc["b_turned", ["width", "height"]].tolist()) == [200, 300]
+    assert load_image(tmp_path / "b_turned.jpg")[0].shape[:2] == (300, 200)
+
+
+def test_threaded_stages_match_serial(london, tmp_path):
+    """ingest, landmarks and align on 2 threads write exactly what 1 thread writes."""
+    outs = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        ing = run_ingest(IngestConfig(source=str(london), limit=3), out / "ingest", workers)
+        lm = run_landmarks(LandmarkConfig(backend="dlib"), ing, out / "landmarks", workers=workers)
+        run_align(AlignConfig(64), ing, lm, np.load(out / "landmarks" / "landmarks.npy"), out / "aligned", workers)
+        outs[workers] = out
+    for name in ("ingest/manifest.csv", "landmarks/manifest.csv", "aligned/manifest.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(outs[1] / name), pd.read_csv(outs[2] / name))
+    for name in ("landmarks/landmarks.npy", "aligned/images.npy", "aligned/transforms.npy"):
+        np.testing.assert_array_equal(np.load(outs[1] / name), np.load(outs[2] / name))
+    assert len(np.load(outs[2] / "aligned/images.npy")) == 6

@@ -148,3 +148,31 @@ def test_longer_strokes_fewer_fragments_than_canny(faces):
     cmp = compare_with_canny(images, sketches)
     assert cmp["stroke_length_ratio"] > 1.3, cmp
     assert cmp["fragment_ratio"] > 1.7, cmp
+
+
+def test_worker_pool_gives_identical_sketches(faces):
+    """Drawing in worker processes (own pool or a caller's) changes nothing in the output."""
+    from pipeline.parallel import process_pool
+
+    images, lms = _resize(faces, 128)
+    images, lms = np.concatenate([images, images]), np.concatenate([lms, lms])  # 6 batches of 1
+    style = SketchStyle(randomize=0.7)
+    serial = synthesize_sketches(images, lms, style, seed=5, batch_size=1, workers=1)
+    np.testing.assert_array_equal(synthesize_sketches(images, lms, style, seed=5, batch_size=1, workers=2), serial)
+    with process_pool(2) as pool:
+        assert pool is not None
+        np.testing.assert_array_equal(synthesize_sketches(images, lms, style, seed=5, batch_size=2, pool=pool), serial)
+
+
+def test_gaussian_smooth_matches_scipy():
+    from scipy.ndimage import gaussian_filter1d
+
+    from pipeline.sketch_draw import gaussian_smooth
+
+    rng = np.random.default_rng(0)
+    for n in (3, 9, 50):  # shorter than the kernel too
+        for sigma in (0.7, 3.0):
+            for mode in ("nearest", "wrap"):
+                x = rng.normal(size=(n, 2))
+                np.testing.assert_allclose(gaussian_smooth(x, sigma, mode), gaussian_filter1d(x, sigma, axis=0, mode=mode), atol=1e-12)
+                np.testing.assert_allclose(gaussian_smooth(x[:, 0], sigma, mode), gaussian_filter1d(x[:, 0], sigma, mode=mode), atol=1e-12)

@@ -1,0 +1,491 @@
+"""The per-face half of sketch synthesis: from an FDoG line response to drawn strokes.
+
+Threshold, thin to a skeleton, drop short fragments and spurs, trace polylines, bridge small
+gaps, smooth, add landmark-guided feature strokes, and re-render with anti-aliased strokes of
+varying width. Plain NumPy/OpenCV and no torch, so process-pool workers start quickly
+(pipeline/sketch.py computes the response on the device and farms this part out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+from skimage.morphology import remove_small_objects, skeletonize
+
+from .parallel import resolve_workers
+
+REF_RES = 256  # pixel-valued knobs are given at this resolution and scale linearly with R
+_SUPERSAMPLE = 4  # strokes are rendered at 4x and area-downsampled: fractional widths, clean AA
+_MIN_WIDTH = 1.1  # output pixels; thinner anti-aliased strokes fade to grey at 64-128 px
+
+
+@dataclass(frozen=True)
+class SketchStyle:
+    """Sketch look. Pixel sizes are at 256 px and scale with the resolution."""
+
+    sigma: float = 1.2  # DoG inner scale (line width / detail scale)
+    k: float = 1.6  # DoG outer/inner scale ratio
+    tau: float = 0.985  # DoG outer weight; < 1 keeps flat regions white
+    flow_sigma: float = 3.0  # smoothing along the edge-tangent streamlines
+    tensor_sigma: float = 2.5  # structure-tensor smoothing (edge direction field)
+    threshold: float = 0.01  # line-detail threshold on normalised DoG (higher: fewer lines)
+    min_length: float = 28.0  # drop traced strokes shorter than this (px)
+    spur_length: float = 8.0  # drop dangling branches shorter than this (px)
+    gap: float = 7.0  # join stroke ends facing each other across gaps up to this (px)
+    smoothing: float = 2.0  # Gaussian smoothing of stroke coordinates (px along the stroke)
+    width: float = 1.1  # base stroke width (px)
+    width_variation: float = 0.35  # pressure variation of width with edge strength (0: constant)
+    taper: float = 0.6  # how much strokes thin toward their free ends (0: none, 1: to a point)
+    jitter: float = 0.0  # amplitude of low-frequency hand wobble (px)
+    dropout: float = 0.0  # probability of dropping an FDoG stroke (features are kept)
+    feature_strokes: bool = True  # draw eyes/brows/nose/lips/jaw from landmarks
+    feature_width: float = 1.1  # width multiplier of landmark-guided strokes
+    randomize: float = 0.0  # 0: fixed style; 1: full per-face random style
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.randomize <= 1.0:
+            raise ValueError(f"randomize must be in [0,1], got {self.randomize}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0,1), got {self.dropout}")
+        if self.sigma <= 0 or self.k <= 1 or self.width <= 0:
+            raise ValueError("sigma and width must be > 0 and k > 1")
+
+
+def face_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator for face `index`: independent of batching, distinct across faces."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(index)]))
+
+
+def sample_style(style: SketchStyle, rng: np.random.Generator) -> SketchStyle:
+    """Perturb the style by `style.randomize` (log-uniform for scales, additive for rates)."""
+    r = style.randomize
+    if r == 0.0:
+        return style
+
+    def scale(v: float, spread: float) -> float:
+        return float(v * np.exp(rng.uniform(-1.0, 1.0) * spread * r))
+
+    return replace(
+        style,
+        threshold=scale(style.threshold, 0.5),
+        min_length=scale(style.min_length, 0.5),
+        width=scale(style.width, 0.45),
+        width_variation=float(np.clip(style.width_variation + rng.uniform(-0.2, 0.3) * r, 0, 1)),
+        taper=float(np.clip(style.taper + rng.uniform(-0.4, 0.4) * r, 0, 1)),
+        jitter=style.jitter + float(rng.uniform(0.0, 1.2)) * r,
+        dropout=float(np.clip(style.dropout + rng.uniform(0.0, 0.25) * r, 0, 0.9)),
+        smoothing=scale(style.smoothing, 0.4),
+        feature_width=scale(style.feature_width, 0.3),
+        randomize=0.0,
+    )
+
+
+# ------------------------------------------------------------------------- polyline tracing
+
+_NEIGHBOURS = ((0, 1), (1, 0), (0, -1), (-1, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))  # 4-conn first
+
+
+def trace_skeleton(skel: np.ndarray) -> list[tuple[np.ndarray, bool, bool, bool]]:
+    """Split a one-pixel skeleton into ordered chains.
+
+    Returns (points (K,2) float (x,y), closed, starts_at_junction, ends_at_junction) per chain.
+    Junction pixels (>= 3 neighbours) are cut out, then appended to the chain ends that touch
+    them, so strokes meeting at a junction still meet after re-rendering.
+    """
+    h, w = skel.shape
+    sk = np.zeros((h + 2, w + 2), np.uint8)
+    sk[1:-1, 1:-1] = skel
+    nb = cv2.filter2D(sk, cv2.CV_16S, np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.int16),
+                      borderType=cv2.BORDER_CONSTANT)
+    # A staircase pixel can have 3 neighbours without being a branch point, so a junction also
+    # needs >= 3 separate neighbour groups around its 8-ring (crossing number).
+    ring = [sk[1 + dy : h + 1 + dy, 1 + dx : w + 1 + dx] for dy, dx in
+            ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))]
+    crossings = sum((ring[i] == 0) & (ring[(i + 1) % 8] > 0) for i in range(8))
+    junction = np.zeros_like(sk, dtype=bool)
+    junction[1:-1, 1:-1] = (sk[1:-1, 1:-1] > 0) & (nb[1:-1, 1:-1] >= 3) & (crossings >= 3)
+    free = (sk > 0) & ~junction
+    # The walk below is pure Python: flat indices into bytearrays index several times faster
+    # than (y, x) into NumPy arrays.
+    width = w + 2
+    offsets = [dy * width + dx for dy, dx in _NEIGHBOURS]
+    is_free = bytearray(free.ravel().tobytes())  # cleared as pixels are visited
+    is_junction = bytearray(junction.ravel().tobytes())
+    chains: list[tuple[np.ndarray, bool, bool, bool]] = []
+
+    def junction_neighbour(p: int) -> int | None:
+        for o in offsets:
+            if is_junction[p + o]:
+                return p + o
+        return None
+
+    # Visit endpoints first (so open chains are walked end to end), then whatever is left
+    # (closed loops and chains whose both ends touch junctions).
+    cnt = cv2.filter2D(free.astype(np.uint8), cv2.CV_16S, np.array([[1, 1, 1], [1, 0, 1], [1, 1, 1]], np.int16),
+                       borderType=cv2.BORDER_CONSTANT)
+    ys, xs = np.nonzero(free)
+    order = np.argsort(cnt[ys, xs], kind="stable")
+    for p0 in (ys[order] * width + xs[order]).tolist():
+        if not is_free[p0]:
+            continue
+        path = [p0]
+        is_free[p0] = 0
+        p = p0
+        while True:
+            for o in offsets:  # the first free, unvisited neighbour, 4-connected ones first
+                if is_free[p + o]:
+                    p += o
+                    break
+            else:
+                break
+            is_free[p] = 0
+            path.append(p)
+        y0, x0 = divmod(p0, width)
+        y1, x1 = divmod(path[-1], width)
+        closed = len(path) > 2 and max(abs(y1 - y0), abs(x1 - x0)) <= 1 and junction_neighbour(p0) is None
+        j0 = junction_neighbour(path[0]) if not closed else None
+        j1 = junction_neighbour(path[-1]) if not closed else None
+        if j0 is not None:
+            path.insert(0, j0)
+        if j1 is not None:
+            path.append(j1)
+        flat = np.asarray(path)
+        pts = np.stack((flat % width, flat // width), 1).astype(np.float64) - 1.0  # padded -> (x,y)
+        chains.append((pts, closed, j0 is not None, j1 is not None))
+    return chains
+
+
+Chain = tuple[np.ndarray, bool, bool, bool]  # (points (K,2) x,y; closed; start/end at junction)
+
+
+def link_gaps(chains: list[Chain], max_gap: float, min_cos: float = 0.5) -> list[Chain]:
+    """Join free chain ends that face each other across a small gap into one stroke.
+
+    FDoG lines break where contrast dips for a few pixels (a hair line crossing a shadow); a
+    person draws through such gaps. Two free ends are joined when they are closer than
+    `max_gap`, point roughly at each other (outward directions within acos(min_cos) of the
+    connecting line) — the closest such pair first, repeated until none is left.
+    """
+    chains = [c for c in chains]
+    while True:
+        ends = []  # (chain index, at_end, position, outward direction)
+        for ci, (pts, closed, j0, j1) in enumerate(chains):
+            if closed or len(pts) < 3:
+                continue
+            k = min(5, len(pts) - 1)
+            for at_end, free, p, q in ((False, not j0, pts[0], pts[k]), (True, not j1, pts[-1], pts[-1 - k])):
+                if free:
+                    d = p - q
+                    ends.append((ci, at_end, p, d / max(float(np.hypot(d[0], d[1])), 1e-9)))
+        if len(ends) < 2:
+            return chains
+        cid = np.array([e[0] for e in ends])
+        pos = np.array([e[2] for e in ends])
+        out = np.array([e[3] for e in ends])
+        v = pos[None, :, :] - pos[:, None, :]  # v[i, j] = p_j - p_i
+        dist = np.linalg.norm(v, axis=2)
+        u = v / np.maximum(dist, 1e-9)[..., None]
+        facing = (np.einsum("ik,ijk->ij", out, u) > min_cos) & (np.einsum("jk,ijk->ij", -out, u) > min_cos)
+        ok = (dist <= max_gap) & (facing | (dist < 1.5)) & (cid[:, None] != cid[None, :])
+        if not ok.any():
+            return chains
+        i, j = np.unravel_index(np.argmin(np.where(ok, dist, np.inf)), dist.shape)
+        best = (float(dist[i, j]), int(i), int(j))
+        (ci, ei, _, _), (cj, ej, _, _) = ends[best[1]], ends[best[2]]
+        a, b = chains[ci], chains[cj]
+        pa = a[0] if ei else a[0][::-1]  # oriented so the joined end is last
+        pb = b[0][::-1] if ej else b[0]  # oriented so the joined end is first
+        start_j = a[3] if not ei else a[2]
+        end_j = b[2] if not ej else b[3]
+        merged: Chain = (np.concatenate((pa, pb)), False, start_j, end_j)
+        chains = [c for k, c in enumerate(chains) if k not in (ci, cj)] + [merged]
+
+
+def gaussian_smooth(x: np.ndarray, sigma: float, mode: str) -> np.ndarray:
+    """Gaussian filter along axis 0, as scipy.ndimage.gaussian_filter1d (truncate 4) with mode
+    'nearest' or 'wrap'. Ours so pool workers need not import scipy.ndimage (~0.4 s a worker)."""
+    radius = int(4.0 * sigma + 0.5)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    pad = [(radius, radius)] + [(0, 0)] * (x.ndim - 1)
+    padded = np.pad(x, pad, mode="edge" if mode == "nearest" else "wrap")
+    return np.lib.stride_tricks.sliding_window_view(padded, len(kernel), axis=0) @ kernel
+
+
+def smooth_polyline(pts: np.ndarray, sigma: float, closed: bool) -> np.ndarray:
+    """Gaussian-smooth (K,2) coordinates along the curve; open ends stay anchored."""
+    if sigma <= 0 or len(pts) < 3:
+        return pts
+    if closed:
+        return gaussian_smooth(pts, sigma, "wrap")
+    # Reflect through the end points ("odd" extension) so ends are not pulled inward.
+    pad = min(len(pts) - 1, int(np.ceil(3 * sigma)))
+    head = 2 * pts[0] - pts[pad:0:-1]
+    tail = 2 * pts[-1] - pts[-2 : -pad - 2 : -1]
+    ext = np.concatenate((head, pts, tail))
+    return gaussian_smooth(ext, sigma, "nearest")[pad : pad + len(pts)]
+
+
+def catmull_rom(ctrl: np.ndarray, closed: bool, per_segment: int = 8) -> np.ndarray:
+    """Dense (centripetal-free, uniform) Catmull-Rom spline through control points (K,2)."""
+    ctrl = np.asarray(ctrl, np.float64)
+    if closed:
+        p = np.concatenate((ctrl[-1:], ctrl, ctrl[:2]))
+        n_seg = len(ctrl)
+    else:
+        p = np.concatenate((2 * ctrl[:1] - ctrl[1:2], ctrl, 2 * ctrl[-1:] - ctrl[-2:-1]))
+        n_seg = len(ctrl) - 1
+    t = np.linspace(0, 1, per_segment, endpoint=False)[None, :, None]  # (1,T,1)
+    p0, p1, p2, p3 = (p[i : i + n_seg, None, :] for i in range(4))  # (S,1,2) each
+    curve = 0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                   + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)  # (S,T,2)
+    curve = curve.reshape(-1, 2)
+    return curve if closed else np.concatenate((curve, ctrl[-1:]))
+
+
+# ---------------------------------------------------------------------- landmark features
+
+
+@dataclass
+class Stroke:
+    pts: np.ndarray  # (K,2) float (x,y), pixels of the output image
+    closed: bool
+    width: float  # base width in output pixels
+    taper_start: bool = True
+    taper_end: bool = True
+    widths: np.ndarray | None = None  # optional per-point width multiplier (K,)
+
+
+def feature_strokes(lm: np.ndarray, width: float) -> list[Stroke]:
+    """Spline strokes through the 68 iBUG landmarks (x,y): jaw, brows, eyes, nose, lips."""
+    assert lm.shape == (68, 2), lm.shape
+    lm = lm.astype(np.float64)
+    eye_w = 0.5 * (np.linalg.norm(lm[39] - lm[36]) + np.linalg.norm(lm[45] - lm[42]))
+    strokes: list[Stroke] = []
+
+    strokes.append(Stroke(catmull_rom(lm[0:17], False), False, width * 1.1))
+    for brow in (lm[17:22], lm[22:27]):
+        # Brows as a tapered band: upper and lower edge meeting at the tail.
+        c = catmull_rom(brow, False, 10)
+        tangent = np.gradient(c, axis=0)
+        normal = np.stack((tangent[:, 1], -tangent[:, 0]), 1)
+        normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(1e-9)
+        normal *= np.sign(normal[:, 1].mean())  # point down the face (+y)
+        inner_first = abs(brow[0, 0] - lm[27, 0]) < abs(brow[-1, 0] - lm[27, 0])
+        if not inner_first:
+            c, normal = c[::-1], normal[::-1]
+        s = np.linspace(0, 1, len(c))
+        thick = 0.3 * eye_w * (1.0 - 0.85 * s**1.5)  # full at the head, near zero at the tail
+        upper, lower = c - 0.4 * thick[:, None] * normal, c + 0.6 * thick[:, None] * normal
+        # One outline: along the top from the head to the tail, back along the bottom, and
+        # closed at the head.
+        strokes.append(Stroke(np.concatenate((upper, lower[::-1], upper[:1])), False, width, False, False))
+    for eye in (lm[36:42], lm[42:48]):
+        upper = catmull_rom(eye[0:4], False, 10)
+        lower = catmull_rom(np.concatenate((eye[3:6], eye[0:1])), False, 10)
+        strokes.append(Stroke(upper, False, width * 1.5, taper_start=True, taper_end=True))
+        strokes.append(Stroke(lower, False, width * 0.9))
+    # Nose as one stroke, as a person draws it: a light line down the shaded side of the
+    # bridge flowing into the left alar wing, the bottom arc through the nostrils, the right wing.
+    up = lm[30] - lm[33]
+    side_l, side_r = lm[31] - lm[33], lm[35] - lm[33]
+    wing_l = [lm[31] + 1.4 * up + 0.15 * side_l, lm[31] + 0.6 * up + 0.3 * side_l, lm[31] + 0.2 * side_l]
+    wing_r = [lm[35] + 0.2 * side_r, lm[35] + 0.6 * up + 0.3 * side_r, lm[35] + 1.4 * up + 0.15 * side_r]
+    bridge = [lm[28] + 0.45 * side_l, lm[29] + 0.45 * side_l]
+    ctrl = np.array(bridge + wing_l + list(lm[31:36]) + wing_r)
+    nose = catmull_rom(ctrl, False, 6)
+    weight = np.interp(np.arange(len(nose)), [0, 2 * 6, 3 * 6, len(nose) - 1], [0.5, 0.6, 1.0, 1.0])
+    strokes.append(Stroke(nose, False, width, widths=weight))
+    # Lips: outer contour, and the inner contour (the mouth line when closed).
+    strokes.append(Stroke(catmull_rom(lm[48:60], True), True, width * 1.1, False, False))
+    inner = np.concatenate((lm[48:49], lm[60:65], lm[54:55], lm[65:68]))
+    strokes.append(Stroke(catmull_rom(inner, True), True, width * 1.2, False, False))
+    return strokes
+
+
+def iris_strokes(gray: np.ndarray, lm: np.ndarray, width: float) -> list[Stroke]:
+    """Iris circle (clipped to the eye opening) and a filled pupil for each eye.
+
+    The iris centre is the darkness-weighted centroid of the eye opening; its radius is a
+    fixed fraction of the eye width (the visible iris spans about 40% of it).
+    """
+    strokes: list[Stroke] = []
+    for eye in (lm[36:42], lm[42:48]):
+        eye_w = float(np.linalg.norm(eye[3] - eye[0]))
+        if eye_w < 4:
+            continue
+        opening = catmull_rom(eye, True, 6)
+        mask = np.zeros(gray.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(opening).astype(np.int32)], 1)
+        ys, xs = np.nonzero(mask)
+        if len(xs) < 4:
+            continue
+        dark = (1.0 - gray[ys, xs]) ** 4
+        centre = np.array([np.sum(dark * xs), np.sum(dark * ys)]) / max(dark.sum(), 1e-9)
+        radius = 0.21 * eye_w
+        angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+        circle = centre + radius * np.stack((np.cos(angles), np.sin(angles)), 1)
+        inside = np.array([cv2.pointPolygonTest(opening.astype(np.float32), (float(x), float(y)), False) >= 0
+                           for x, y in circle])
+        if inside.all():
+            strokes.append(Stroke(circle, True, width * 0.8))
+        elif inside.any():
+            start = int(np.argmin(inside))  # rotate so runs of inside points are contiguous
+            inside, circle = np.roll(inside, -start), np.roll(circle, -start, axis=0)
+            edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
+            for lo, hi in zip(edges[::2] + 1, list(edges[1::2] + 1) + [len(inside)]):
+                if hi - lo >= 3:
+                    strokes.append(Stroke(circle[lo:hi], False, width * 0.8))
+        pupil_r = 0.35 * radius
+        strokes.append(Stroke(centre + 0.5 * pupil_r * np.stack((np.cos(angles), np.sin(angles)), 1),
+                              True, max(pupil_r, width)))
+    return strokes
+
+
+def feature_mask(lm: np.ndarray, strokes: list[Stroke], shape: tuple[int, int], res: int) -> np.ndarray:
+    """Where landmark strokes replace FDoG ink: a band around each feature stroke (so a contour
+    is never drawn twice, slightly apart) and the whole brow regions. FDoG ink elsewhere inside
+    the features (irises, lid creases, nostrils) is kept: it is what makes a face individual."""
+    mask = np.zeros(shape, np.uint8)
+    band = max(1, int(round(0.025 * res)))
+    for st in strokes:
+        cv2.polylines(mask, [np.round(st.pts).astype(np.int32)], st.closed, 1, thickness=band)
+    pad = max(1, int(round(0.02 * res)))
+    for idx in (slice(17, 22), slice(22, 27)):
+        hull = cv2.convexHull(np.round(lm[idx]).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 1)
+        cv2.polylines(mask, [hull], True, 1, thickness=2 * pad + 1)
+    return mask.astype(bool)
+
+
+# ------------------------------------------------------------------------------- rendering
+
+
+def _segment_lengths(pts: np.ndarray) -> np.ndarray:
+    """Lengths of the K-1 segments of a (K,2) polyline (np.linalg.norm is slow on small arrays)."""
+    d = pts[1:] - pts[:-1]
+    return np.hypot(d[:, 0], d[:, 1])
+
+
+def _stroke_widths(stroke: Stroke, taper: float) -> np.ndarray:
+    n = len(stroke.pts)
+    seg = _segment_lengths(stroke.pts)
+    arc = np.concatenate(([0.0], np.cumsum(seg)))
+    length = max(arc[-1], 1e-9)
+    w = np.full(n, stroke.width) if stroke.widths is None else stroke.width * stroke.widths
+    ramp = min(0.5 * length, 6.0 * stroke.width + 4.0)  # taper over a few widths
+    prof = np.ones(n)
+    if stroke.taper_start and not stroke.closed:
+        prof = np.minimum(prof, np.clip(arc / ramp, 0, 1))
+    if stroke.taper_end and not stroke.closed:
+        prof = np.minimum(prof, np.clip((length - arc) / ramp, 0, 1))
+    return np.maximum(w * (1.0 - taper + taper * np.sqrt(prof)), _MIN_WIDTH)
+
+
+def render_strokes(strokes: list[Stroke], res: int, taper: float) -> np.ndarray:
+    """Black anti-aliased strokes on white (res,res) uint8, drawn at 4x then area-downsampled."""
+    ss = _SUPERSAMPLE
+    canvas = np.full((res * ss, res * ss), 255, np.uint8)
+    shift = 4  # cv2 fixed-point fraction bits: sub-pixel endpoints
+    runs: dict[int, list[np.ndarray]] = {}  # thickness -> polylines of segments that thick
+    for st in strokes:
+        pts = st.pts if not st.closed else np.concatenate((st.pts, st.pts[:1]))
+        if len(pts) < 2:
+            continue
+        widths = _stroke_widths(Stroke(pts, False, st.width, st.taper_start and not st.closed,
+                                       st.taper_end and not st.closed,
+                                       None if st.widths is None else np.concatenate((st.widths, st.widths[:1]))[: len(pts)]),
+                                taper)
+        fixed = np.round((pts * ss + (ss - 1) / 2) * (1 << shift)).astype(np.int32)
+        thick = np.maximum(1, np.round(0.5 * (widths[:-1] + widths[1:]) * ss)).astype(int)  # per segment
+        cuts = np.flatnonzero(np.diff(thick)) + 1
+        for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(thick)]))):
+            runs.setdefault(int(thick[a]), []).append(fixed[a : b + 1])
+    # One call per thickness: a call per segment costs more in Python than the drawing. Black
+    # anti-aliased ink darkens multiplicatively, so the drawing order does not matter.
+    for th, lines in runs.items():
+        cv2.polylines(canvas, lines, False, 0, th, cv2.LINE_AA, shift)
+    return cv2.resize(canvas, (res, res), interpolation=cv2.INTER_AREA)
+
+
+# --------------------------------------------------------------------------- per-face part
+
+
+def _jitter(pts: np.ndarray, amp: float, rng: np.random.Generator) -> np.ndarray:
+    """Low-frequency wobble: a random smooth offset field along the stroke."""
+    if amp <= 0 or len(pts) < 2:
+        return pts
+    arc = np.concatenate(([0.0], np.cumsum(_segment_lengths(pts))))
+    out = pts + rng.normal(0, 0.5 * amp, 2)  # whole-stroke shift
+    for _ in range(2):
+        wavelength = rng.uniform(30, 90) * (1 + arc[-1] / 200)
+        phase = rng.uniform(0, 2 * np.pi, 2)
+        out = out + amp * 0.5 * np.sin(2 * np.pi * arc[:, None] / wavelength + phase)
+    return out
+
+
+def sketch_one(
+    response: np.ndarray, gray: np.ndarray, landmarks: np.ndarray, style: SketchStyle, rng: np.random.Generator
+) -> np.ndarray:
+    """One face: FDoG response and normalised gray (R,R) float, landmarks (68,2) -> (R,R) uint8."""
+    res = response.shape[0]
+    px = res / REF_RES
+    ink = response < -style.threshold
+    features: list[Stroke] = []
+    if style.feature_strokes:
+        fw = style.width * style.feature_width * px
+        features = feature_strokes(landmarks, fw) + iris_strokes(gray, landmarks, fw)
+        ink &= ~feature_mask(landmarks, features, ink.shape, res)
+    skel = remove_small_objects(skeletonize(ink), max_size=int(style.spur_length * px), connectivity=2)
+    strength = np.clip(-response, 0, None)
+
+    chains = [c for c in trace_skeleton(skel) if not (c[2] != c[3] and len(c[0]) < style.spur_length * px)]
+    chains = link_gaps(chains, style.gap * px)
+    strokes: list[Stroke] = []
+    for pts, closed, j0, j1 in chains:
+        arc = float(_segment_lengths(pts).sum())
+        if not (j0 or j1 or closed) and arc < style.min_length * px:
+            continue
+        if rng.random() < style.dropout:
+            continue
+        ij = np.clip(np.round(pts).astype(int), 0, res - 1)
+        pressure = strength[ij[:, 1], ij[:, 0]] / max(style.threshold, 1e-6)
+        pressure = gaussian_smooth(np.clip(pressure, 0, 4), 3.0, "nearest")
+        widths = 1.0 + style.width_variation * (np.clip(pressure, 1, 3) - 2.0) / 1.0
+        pts = smooth_polyline(pts, style.smoothing * px, closed)
+        pts = _jitter(pts, style.jitter * px, rng)
+        strokes.append(Stroke(pts[::2] if len(pts) > 4 else pts, closed, style.width * px,
+                              not j0, not j1, widths[::2] if len(pts) > 4 else widths))
+    for st in features:
+        st.pts = _jitter(st.pts, style.jitter * px, rng)
+        strokes.append(st)
+    return render_strokes(strokes, res, style.taper)
+
+
+def draw_faces(
+    responses: np.ndarray, grays: np.ndarray, landmarks: np.ndarray, style: SketchStyle, seed: int, first_index: int
+) -> np.ndarray:
+    """Sketches of consecutive faces first_index, first_index+1, ...: responses and grays
+    (B,R,R) float, landmarks (B,68,2) -> (B,R,R) uint8. A pool worker's unit of work."""
+    out = np.empty(responses.shape, np.uint8)
+    for j in range(len(responses)):
+        rng = face_rng(seed, first_index + j)
+        out[j] = sketch_one(responses[j].astype(np.float64), grays[j].astype(np.float64),
+                            landmarks[j].astype(np.float64), sample_style(style, rng), rng)
+    return out
+
+
+# Starting workers costs 2-3 s (each pool's fork server imports torch), and 2 workers on 2
+# cores sketch ~1.6x faster than one process: below ~600 faces at 128 px it does not pay.
+POOL_MIN_PIXELS = 10_000_000  # ~600 faces at 128 px, ~40 at 512
+
+
+def sketch_workers(workers: int | None, n_faces: int, res: int, batch_size: int) -> int:
+    """How many processes to sketch with. `workers` > 1 is obeyed (up to one per batch);
+    None means $DFE_WORKERS or all cores, but only when the work is large enough to pay for
+    starting them."""
+    if workers is None and n_faces * res * res < POOL_MIN_PIXELS:
+        return 1
+    return max(1, min(resolve_workers(workers), -(-n_faces // batch_size)))

@@ -76,13 +76,23 @@ def save_csv(path: str | os.PathLike, df) -> None:
 
 
 def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Save an RGB (H,W,3) or gray (H,W) uint8 image as PNG atomically."""
+    """Write a uint8 RGB (H,W,3), RGBA (H,W,4) or gray (H,W) image as PNG, atomically.
+
+    The PNG is encoded in memory first, so an encoding failure never touches `path`."""
     import cv2
 
+    img = np.asarray(img)
     if img.dtype != np.uint8:
-        raise TypeError(f"save_png wants uint8, got {img.dtype}")
-    bgr = img[..., ::-1] if img.ndim == 3 else img
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+        raise TypeError(f"save_png wants uint8, got {img.dtype}: convert with viz.to_uint8 first")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 3 and img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+    elif img.ndim != 2:
+        raise ValueError(f"save_png wants (H,W), (H,W,3) or (H,W,4), got {img.shape}")
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
     save_bytes(path, buf.tobytes())

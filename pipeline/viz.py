@@ -8,14 +8,13 @@ PNGs are written atomically (encode fully in memory, write a temp file, rename).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from pipeline.io import atomic_path
+from pipeline.io import save_png  # noqa: F401  (re-exported: viz users save what they draw)
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
@@ -203,26 +202,3 @@ def overlay_sketch(
     out = base.astype(np.float32) * (1 - alpha) + np.asarray(color, np.float32) * alpha
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
-
-def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write a uint8 RGB (H,W,3), RGBA (H,W,4) or gray (H,W) image as PNG, atomically.
-
-    The PNG is encoded in memory first, so an encoding failure never touches `path`; the
-    bytes then go to a temp file that replaces `path` only once fully written.
-    """
-    img = np.asarray(img)
-    if img.dtype != np.uint8:
-        raise TypeError(f"save_png wants uint8, got {img.dtype}: convert with to_uint8 first")
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[..., 0]
-    if img.ndim == 3 and img.shape[2] == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
-    elif img.ndim != 2:
-        raise ValueError(f"save_png wants (H,W), (H,W,3) or (H,W,4), got {img.shape}")
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
-    if not ok:
-        raise OSError(f"PNG encoding failed for {path}")
-    with atomic_path(path, suffix=".png") as tmp:
-        tmp.write_bytes(buf.tobytes())

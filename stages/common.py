@@ -1,10 +1,11 @@
-"""Shared bits for stage commands: params, profile, and a summary printer."""
+"""Shared bits for stage commands: params and options, profile, summary and metrics printers."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import typer
 from rich.table import Table
 
 from pipeline.config import load_params, section
@@ -36,3 +37,37 @@ def report(stage: str, summary: dict[str, Any], reasons: dict[str, int] | None =
         table.add_row(f"  rejected: {reason}", str(n))
     console.print(table)
     save_json(REPORTS / f"{stage}.json", {**summary, **({"rejected_reasons": reasons} if reasons else {})})
+
+
+def section_with_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
+    """params.yaml's `name` section plus the top-level profile, overridden by the command-line
+    options that were given (not None)."""
+    params = load_params()
+    values: dict[str, Any] = dict(params.get(name) or {})
+    if "profile" in params:
+        values["profile"] = params["profile"]
+    values.update({k: v for k, v in given.items() if v is not None})
+    return values
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def print_metrics(title: str, metrics: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for k, v in flatten(metrics).items():
+        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))  # None = not measurable
+    console.print(table)
+
+
+def fail(error: Exception) -> typer.Exit:
+    """Print a missing-input or bad-value error (they name the stage or file to fix) and exit 2."""
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(2)

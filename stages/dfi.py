@@ -7,21 +7,11 @@ reports/dfi/{fast,classic}.png and outputs/dfi/.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from pipeline.progress import console
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+from .common import fail, print_metrics, section_with_options
 
 
 def _floats(text: Optional[str]) -> Optional[list[float]]:
@@ -50,29 +40,18 @@ def dfi_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: dfi.device]"),
 ) -> None:
     """Smile (or any manifest attribute) vectors from the training split; edits and metrics on the test split."""
-    from pipeline.config import load_params, pick
+    from pipeline.config import pick
     from pipeline.dfi_stage import DFIConfig, run_dfi
 
-    params = load_params()
-    values: dict[str, Any] = dict(params.get("dfi") or {})
+    values = section_with_options("dfi", dict(
+        profile=profile, attribute=attribute, source_value=source_value, target_value=target_value,
+        alphas=_floats(alphas), parts=_names(parts), spaces=_names(spaces), max_faces=max_faces,
+        classic_faces=classic_faces, classic_iters=classic_iters))
     dev = pick(device, values.pop("device", "auto"))
-    if "profile" in params:
-        values["profile"] = params["profile"]
-    given = dict(profile=profile, attribute=attribute, source_value=source_value, target_value=target_value,
-                 alphas=_floats(alphas), parts=_names(parts), spaces=_names(spaces), max_faces=max_faces,
-                 classic_faces=classic_faces, classic_iters=classic_iters)
-    values.update({k: v for k, v in given.items() if v is not None})
     try:
         cfg = DFIConfig.from_params(values)
         metrics = run_dfi(cfg, pick(data_dir, "data"), pick(models_dir, "models"), pick(out_dir, "outputs/dfi"),
                           pick(reports_dir, "reports"), dev)
     except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-
-    from rich.table import Table
-
-    table = Table(title="dfi", show_header=False)
-    for k, v in _flatten(metrics).items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))  # None = not measurable
-    console.print(table)
+        raise fail(e) from None
+    print_metrics("dfi", metrics)

@@ -6,21 +6,11 @@ Options default to None and fall back to params.yaml: top-level `profile` and th
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
-from pipeline.progress import console
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+from .common import fail, print_metrics, section_with_options
 
 
 def evaluate_cmd(
@@ -38,28 +28,17 @@ def evaluate_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: evaluate.device]"),
 ) -> None:
     """Reconstruction, swap disentanglement and identity metrics on the test split."""
-    from rich.table import Table
-
-    from pipeline.config import load_params
     from pipeline.evaluate import EvalConfig, evaluate
 
-    params = load_params()
-    values: dict[str, Any] = dict(params.get("evaluate") or {})
-    if "profile" in params:
-        values["profile"] = params["profile"]
-    given = dict(profile=profile, models_dir=models_dir, components=components, aligned=aligned,
-                 sketches=sketches, metrics_path=metrics_path, plots_dir=plots_dir, max_faces=max_faces,
-                 swaps_per_face=swaps_per_face, grid_faces=grid_faces, batch_size=batch_size, device=device)
-    values.update({k: v for k, v in given.items() if v is not None})
+    values = section_with_options("evaluate", dict(
+        profile=profile, models_dir=models_dir, components=components, aligned=aligned, sketches=sketches,
+        metrics_path=metrics_path, plots_dir=plots_dir, max_faces=max_faces, swaps_per_face=swaps_per_face,
+        grid_faces=grid_faces, batch_size=batch_size, device=device))
     unknown = set(values) - set(EvalConfig.__dataclass_fields__)
     if unknown:
         raise typer.BadParameter(f"params.yaml evaluate has unknown keys {sorted(unknown)}")
     try:
         metrics = evaluate(EvalConfig(**values))
     except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
-    table = Table(title="evaluate", show_header=False)
-    for k, v in _flatten(metrics).items():
-        table.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))  # None = not measurable
-    console.print(table)
+        raise fail(e) from None
+    print_metrics("evaluate", metrics)

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from pipeline import PARTS
@@ -54,6 +55,19 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread():
+    """Import into a test module to run all of it with one torch thread (see one_thread)."""
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Import into a test module: the session's tiny models dir."""
+    return tiny_models(tmp_path_factory)
 
 
 def aligned_london(paths: list[Path], resolution: int) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 
 from pipeline.dfi_stage import DFIConfig, load_dfi_data, run_dfi
 from pipeline.io import save_csv, save_npy
-from tests.helpers_models import PROFILE, aligned_london, tiny_models
+from tests.helpers_models import PROFILE, aligned_london, models  # noqa: F401  (fixture)
 
 # (identity, label, split, gender): two training people with both photos, a test person with
 # both (a London pair) and a test person with only the neutral photo (edited, not evaluated).
@@ -22,11 +22,6 @@ FACES = [
     ("003", "neutral", "test"),
 ]  # fmt: skip
 SUFFIX = {"neutral": "03", "smiling": "08"}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return tiny_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -10,23 +10,12 @@ from typer.testing import CliRunner
 
 from pipeline.edit import EditRequest, FaceDetector, run_edit
 from stages.edit import edit_cmd, sketch_cmd
-from tests.helpers_models import PROFILE, aligned_london, one_thread, tiny_models
+from tests.helpers_models import PROFILE, aligned_london, models, single_thread  # noqa: F401  (fixtures)
 
 app = typer.Typer()
 app.command("edit")(edit_cmd)
 app.command("sketch")(sketch_cmd)
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return tiny_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,9 @@ import torch
 
 from pipeline.evaluate import PLOT_FILES, EvalConfig, evaluate, swap_pairs
 from pipeline.io import save_csv, save_npy
-from tests.helpers_models import PROFILE, aligned_london, one_thread, tiny_models
+from tests.helpers_models import PROFILE, aligned_london, models, single_thread  # noqa: F401  (fixtures)
 
 PHOTOS = [("neutral", "001_03"), ("neutral", "004_03"), ("smiling", "010_08"), ("smiling", "001_08")]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    with one_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return tiny_models(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -58,6 +58,7 @@ def landmarks(
         backend=pick(backend, p.get("backend", "auto")),
         detect_side=p.get("detect_side", 512),
         upsample=p.get("upsample", 0),
+        batch_size=p.get("batch_size", LandmarkConfig.batch_size),
         device=p.get("device", "auto"),
     )
     df = run_landmarks(cfg, pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str}), out,

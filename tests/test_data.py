@@ -217,3 +217,77 @@ def test_threaded_stages_match_serial(london, tmp_path):
     for name in ("landmarks/landmarks.npy", "aligned/images.npy", "aligned/transforms.npy"):
         np.testing.assert_array_equal(np.load(outs[1] / name), np.load(outs[2] / name))
     assert len(np.load(outs[2] / "aligned/images.npy")) == 6
+
+
+class _StubFan:
+    """face-alignment's interface, for FanBackend's batching glue (the real weights need a
+    download): pixel (0,0) red of each photo says how many faces it holds; face j has box
+    (10j, 10j, 10j+20, 10j+20) with score 0.5 + 0.1j and landmarks at its corner + 0..67."""
+
+    def __init__(self):
+        self.batches: list[tuple[int, ...]] = []
+        self.face_detector = self
+
+    def detect_from_batch(self, tensor):
+        self.batches.append(tuple(tensor.shape))
+        assert tensor.dtype.is_floating_point and tensor.shape[1] == 3
+        return [np.array([[10 * j, 10 * j, 10 * j + 20, 10 * j + 20, 0.5 + 0.1 * j] for j in range(int(img[0, 0, 0]))])
+                for img in tensor]
+
+    def get_landmarks_from_image(self, image, detected_faces):
+        (box,) = detected_faces
+        return [box[:2] + np.arange(68.0)[:, None]]
+
+
+def _stub_photos(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    d = tmp_path / "photos"
+    d.mkdir()
+    for name, faces, shape in [("a", 1, (40, 60)), ("b", 0, (40, 60)), ("c", 3, (50, 50)), ("d", 2, (40, 60)), ("e", 1, (50, 50))]:
+        img = np.full((*shape, 3), 90, np.uint8)
+        img[0, 0, 0] = faces
+        Image.fromarray(img).save(d / f"{name}.png")
+    return d
+
+
+def test_fan_backend_batches_by_size_and_keeps_the_best_face(tmp_path):
+    from PIL import Image
+
+    from pipeline.landmarks import FanBackend
+
+    stub = _StubFan()
+    fan = FanBackend(fa=stub)
+    paths = sorted(_stub_photos(tmp_path).iterdir())
+    dets = fan.detect_batch([np.asarray(Image.open(p)) for p in paths])
+    assert sorted(stub.batches) == [(2, 3, 50, 50), (3, 3, 40, 60)]  # one detector call per size
+    assert dets[1] is None  # b: no face
+    counts = {p.stem: d.n_faces for p, d in zip(paths, dets) if d is not None}
+    assert counts == {"a": 1, "c": 3, "d": 2, "e": 1}
+    c = dets[2]
+    assert c.score == pytest.approx(0.7) and c.landmarks.shape == (68, 2)
+    np.testing.assert_allclose(c.landmarks[0], [20, 20])  # the best (last) box's corner
+
+
+def test_run_landmarks_with_a_batch_backend_matches_photo_by_photo(tmp_path):
+    from pipeline.landmarks import FanBackend
+
+    ing = run_ingest(IngestConfig(source=str(_stub_photos(tmp_path)), identity_pattern="", min_side=16), tmp_path / "i")
+
+    class OneByOne:  # the same detections without detect_batch: the per-photo path
+        name = "fan"
+
+        def __init__(self):
+            self.fan = FanBackend(fa=_StubFan())
+
+        def detect(self, image):
+            return self.fan.detect(image)
+
+    stub = _StubFan()
+    batched = run_landmarks(LandmarkConfig(batch_size=2), ing, tmp_path / "batched", backend=FanBackend(fa=stub))
+    single = run_landmarks(LandmarkConfig(), ing, tmp_path / "single", backend=OneByOne())
+    assert len(stub.batches) >= 3  # 5 photos in chunks of 2
+    pd.testing.assert_frame_equal(batched, single)
+    assert batched.set_index("id").loc["b", "reason"] == "no face found"
+    np.testing.assert_array_equal(np.load(tmp_path / "batched" / "landmarks.npy"), np.load(tmp_path / "single" / "landmarks.npy"))
+    assert len(np.load(tmp_path / "batched" / "landmarks.npy")) == 4

@@ -66,6 +66,17 @@ def warp_face(image: np.ndarray, transform: np.ndarray, resolution: int) -> np.n
     )
 
 
+def warp_photo(path: str, transform: np.ndarray, resolution: int, short_side: int) -> np.ndarray:
+    """The aligned face from a photo file: decoded only as large as the output needs (2x
+    oversampling for a clean resample), then warped. `transform` maps full-size photo pixels
+    (short side `short_side`); raises ImageDecodeError."""
+    need = int(2 * np.sqrt(abs(np.linalg.det(transform[:, :2]))) * short_side)
+    image, s = load_image(path, draft_side=min(short_side, max(64, need)))
+    m = transform.copy()
+    m[:, :2] /= s  # the photo transform applied to decoded (scaled) pixels
+    return warp_face(image, m, resolution)
+
+
 def transform_points(points: np.ndarray, transform: np.ndarray) -> np.ndarray:
     pts = np.asarray(points, np.float64)
     return (pts @ transform[:, :2].T + transform[:, 2]).astype(np.float32)
@@ -108,17 +119,10 @@ def run_align(
     n = len(found)
 
     def warp(rec) -> tuple[np.ndarray | None, str]:
-        m = alignment_transform(landmarks[int(rec.row)], r)
         try:
-            # Decode only as large as the output needs (2x oversampling for a clean resample).
-            short = min(rec.width, rec.height)
-            need = int(2 * np.sqrt(abs(np.linalg.det(m[:, :2]))) * short)
-            image, s = load_image(rec.path, draft_side=min(short, max(64, need)))
+            return warp_photo(rec.path, alignment_transform(landmarks[int(rec.row)], r), r, min(rec.width, rec.height)), ""
         except ImageDecodeError as e:
             return None, str(e)
-        m_dec = m.copy()
-        m_dec[:, :2] /= s  # photo transform applied to decoded (scaled) pixels
-        return warp_face(image, m_dec, r), ""
 
     images = np.zeros((n, r, r, 3), np.uint8)
     aligned_lm = np.zeros((n, 68, 2), np.float32)

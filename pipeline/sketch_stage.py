@@ -53,8 +53,7 @@ def realign(aligned_dir: Path, n: int, resolution: int, workers: int | None = No
     import pandas as pd
     from PIL import Image
 
-    from .align import warp_face
-    from .io import load_image
+    from .align import warp_photo
     from .parallel import thread_map
 
     manifest = pd.read_csv(aligned_dir / "manifest.csv").iloc[:n]
@@ -63,13 +62,9 @@ def realign(aligned_dir: Path, n: int, resolution: int, workers: int | None = No
     k = resolution / load_npy(aligned_dir / "images.npy").shape[1]
 
     def warp(row) -> np.ndarray:
-        m = np.array(transforms[row.row]) * k
-        with Image.open(row.path) as im:  # header only: the size, for a reduced-scale decode
+        with Image.open(row.path) as im:  # header only: the size
             short = min(im.size)
-        need = int(2 * np.sqrt(abs(np.linalg.det(m[:, :2]))) * short)  # 2x oversampled, as in align
-        photo, s = load_image(row.path, draft_side=min(short, max(64, need)))
-        m[:, :2] /= s
-        return warp_face(photo, m, resolution)
+        return warp_photo(row.path, np.array(transforms[row.row]) * k, resolution, short)
 
     faces = np.stack(thread_map(warp, list(manifest.itertuples()), "sketch: re-aligning faces", workers))
     return faces, np.asarray(landmarks[manifest["row"].to_numpy()]) * k

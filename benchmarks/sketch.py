@@ -3,7 +3,8 @@
     python -m benchmarks.sketch --n 32 --resolution 128 [--aligned-dir data/aligned] [--examples DIR]
 
 Reads the align stage's output (images.npy (N,R,R,3) uint8, landmarks.npy (N,68,2) float32),
-resizes to --resolution when it differs, times `synthesize_sketches` (after one warm-up face)
+shrinks to a lower --resolution or re-aligns the same faces from their photos at a higher
+one (upsampling would compare blurry faces), times `synthesize_sketches` (after one warm-up face)
 and prints mean stroke length and fragments per face for ours and Canny, with their ratios.
 """
 
@@ -20,6 +21,7 @@ import torch
 
 from pipeline.io import save_png
 from pipeline.sketch import SketchStyle, synthesize_sketches
+from pipeline.sketch_stage import realign
 from pipeline.strokes import canny_sketch, compare_with_canny
 
 
@@ -34,9 +36,12 @@ def load_aligned(aligned_dir: Path, n: int, resolution: int) -> tuple[np.ndarray
     images = np.load(img_path, mmap_mode="r")[:n]
     landmarks = np.load(lm_path)[:n].astype(np.float32)
     src = images.shape[1]
-    if src != resolution:
-        interp = cv2.INTER_AREA if resolution < src else cv2.INTER_CUBIC
-        images = np.stack([cv2.resize(np.asarray(im), (resolution, resolution), interpolation=interp) for im in images])
+    if resolution > src:  # upsampling would invent a blurry face: align again from the photos
+        faces, lms = realign(aligned_dir, n, resolution)
+        return faces, lms.astype(np.float32)
+    if resolution < src:
+        images = np.stack([cv2.resize(np.asarray(im), (resolution, resolution), interpolation=cv2.INTER_AREA)
+                           for im in images])
         landmarks = landmarks * np.float32(resolution / src)
     return np.ascontiguousarray(images), landmarks
 
@@ -48,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--aligned-dir", type=Path, default=Path("data/aligned"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=None, help="drawing processes [default: $DFE_WORKERS or all cores]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--randomize", type=float, default=0.0)
     ap.add_argument("--examples", type=Path, default=None, help="write face | ours | canny PNGs here")
@@ -59,12 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     t0 = time.perf_counter()
-    sketches = synthesize_sketches(images, landmarks, style, args.seed, args.device, args.batch_size)
+    sketches = synthesize_sketches(images, landmarks, style, args.seed, args.device, args.batch_size, args.workers)
     elapsed = time.perf_counter() - t0
     cmp = compare_with_canny(images, sketches)
 
     print(f"faces: {len(images)} at {args.resolution}px on {args.device} "
-          f"(batch {args.batch_size}, {torch.get_num_threads()} threads)")
+          f"(batch {args.batch_size}, {torch.get_num_threads()} torch threads, workers {args.workers or 'auto'})")
     print(f"throughput: {len(images) / elapsed:.2f} faces/s ({elapsed:.2f} s)")
     print(f"{'':8s}{'mean stroke length (px)':>26s}{'fragments/face':>17s}{'ink fraction':>14s}")
     for name in ("ours", "canny"):

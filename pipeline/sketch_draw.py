@@ -209,9 +209,12 @@ def gaussian_smooth(x: np.ndarray, sigma: float, mode: str) -> np.ndarray:
     radius = int(4.0 * sigma + 0.5)
     kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     kernel /= kernel.sum()
-    pad = [(radius, radius)] + [(0, 0)] * (x.ndim - 1)
-    padded = np.pad(x, pad, mode="edge" if mode == "nearest" else "wrap")
-    return np.lib.stride_tricks.sliding_window_view(padded, len(kernel), axis=0) @ kernel
+    n = len(x)
+    idx = np.arange(-radius, n + radius)
+    padded = x[np.clip(idx, 0, n - 1) if mode == "nearest" else idx % n]  # one gather: cheap on short strokes
+    if x.ndim == 1:
+        return np.convolve(padded, kernel, "valid")
+    return np.stack([np.convolve(padded[:, c], kernel, "valid") for c in range(x.shape[1])], 1)
 
 
 def smooth_polyline(pts: np.ndarray, sigma: float, closed: bool) -> np.ndarray:

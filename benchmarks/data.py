@@ -27,7 +27,7 @@ from pipeline.config import load_params, section
 from pipeline.ingest import IngestConfig, run_ingest
 from pipeline.io import load_image
 from pipeline.landmarks import DlibBackend, LandmarkConfig, run_landmarks
-from pipeline.parallel import WORKERS_ENV, available_cores
+from pipeline.parallel import available_cores, resolve_workers
 from pipeline.profiles import get_profile
 from pipeline.sketch import synthesize_sketches  # noqa: F401  (imports torch before timing, as dlib loads before)
 from pipeline.sketch_stage import run_sketch
@@ -74,12 +74,10 @@ def main() -> None:
     ap.add_argument("--london", type=Path, default=Path(os.environ.get("DFE_LONDON_DIR", "../shared/datasets/london-faces")))
     ap.add_argument("--n", type=int, default=204, help="photos (identities x 2)")
     ap.add_argument("--profile", default=None, help="default: params.yaml's profile")
-    ap.add_argument("--workers", type=int, default=available_cores(), help="threads of the default run")
     ap.add_argument("--repeat", type=int, default=3, help="runs per configuration; the best is kept")
     ap.add_argument("--no-report", action="store_true", help="skip the sketch stage's Canny continuity report")
     args = ap.parse_args()
     os.environ["DFE_NO_PROGRESS"] = "1"
-    os.environ[WORKERS_ENV] = str(args.workers)  # what "all cores" means in the default run
     params = load_params()
     profile = args.profile or params.get("profile", "small")
     res = get_profile(profile).resolution
@@ -93,7 +91,8 @@ def main() -> None:
     decoded = [load_image(p, draft_side=detect_side)[0] for p in ing[ing.status == "ok"].path]
     # 1 worker everywhere, then the default: threads on every core for decoding and
     # detection, and a sketch process pool only where the work pays for starting it.
-    configs = {"1 worker": (1, 1), f"default ({args.workers} cores)": (None, args.workers)}
+    threads = resolve_workers(None)  # what the defaults use: $DFE_WORKERS or all cores
+    configs = {"1 worker": (1, 1), f"default ({threads} threads)": (None, threads)}
     runs = {}
     for label, (workers, threads) in configs.items():
         best: dict[str, float] = {}

@@ -8,13 +8,14 @@ varying width. Plain NumPy/OpenCV and no torch, so process-pool workers start qu
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 from skimage.morphology import remove_small_objects, skeletonize
 
-from .parallel import resolve_workers
+from .parallel import WORKERS_ENV, available_cores, resolve_workers
 
 REF_RES = 256  # pixel-valued knobs are given at this resolution and scale linearly with R
 _SUPERSAMPLE = 4  # strokes are rendered at 4x and area-downsampled: fractional widths, clean AA
@@ -480,15 +481,18 @@ def draw_faces(
     return out
 
 
-# Starting workers costs 2-3 s (each pool's fork server imports torch), and 2 workers on 2
-# cores sketch ~1.6x faster than one process: below ~600 faces at 128 px it does not pay.
+# Starting workers costs 2-3 s (each pool's fork server imports torch). On 2 cores a pool
+# never paid (python -m benchmarks.sketch --n 32 --resolution 512 --batch-size 4 --workers 2
+# vs 1: 3.4 vs 5.7 faces/s): one process already keeps both busy through torch's threads.
+# Unless asked for, a pool is started only with this many cores and this much work.
+POOL_MIN_CORES = 4
 POOL_MIN_PIXELS = 10_000_000  # ~600 faces at 128 px, ~40 at 512
 
 
 def sketch_workers(workers: int | None, n_faces: int, res: int, batch_size: int) -> int:
-    """How many processes to sketch with. `workers` > 1 is obeyed (up to one per batch);
-    None means $DFE_WORKERS or all cores, but only when the work is large enough to pay for
-    starting them."""
-    if workers is None and n_faces * res * res < POOL_MIN_PIXELS:
+    """How many processes to sketch with. A count given here or in $DFE_WORKERS is obeyed (up
+    to one per batch); otherwise all cores, only where a pool can pay for starting it."""
+    asked = workers is not None or bool(os.environ.get(WORKERS_ENV, "").strip())
+    if not asked and (available_cores() < POOL_MIN_CORES or n_faces * res * res < POOL_MIN_PIXELS):
         return 1
     return max(1, min(resolve_workers(workers), -(-n_faces // batch_size)))

@@ -1,7 +1,8 @@
 """Worker pools for the data stages. Results never depend on the worker count.
 
 Decoding (Pillow), warping (OpenCV) and dlib's detector release the GIL, so those stages use
-threads; sketch tracing is Python-heavy, so it uses processes. The worker count is an
+threads; sketch drawing is Python-heavy, so it uses processes where starting them pays
+(pipeline.sketch_draw.sketch_workers). The worker count is an
 execution setting like the device, not a param: it comes from `--workers` or $DFE_WORKERS
 (default: every core this process may use), so changing it never invalidates DVC outputs.
 """

@@ -47,8 +47,10 @@ def alignment_transform(landmarks: np.ndarray, resolution: int) -> np.ndarray:
     return cv2.getAffineTransform(quad[:3], dst).astype(np.float64)
 
 
-def warp_face(image: np.ndarray, transform: np.ndarray, resolution: int) -> np.ndarray:
-    """Resample the aligned face. Large reductions go through an area pre-shrink (no aliasing)."""
+def warp_face(image: np.ndarray, transform: np.ndarray, resolution: int, paper: int | None = None) -> np.ndarray:
+    """Resample the aligned face. Large reductions go through an area pre-shrink (no aliasing:
+    thin sketch strokes fade to grey instead of vanishing). Outside the image: reflected
+    pixels, or the constant `paper` (255 for sketches)."""
     scale = np.sqrt(abs(np.linalg.det(transform[:, :2])))
     m = transform
     if scale < 0.5:
@@ -61,9 +63,11 @@ def warp_face(image: np.ndarray, transform: np.ndarray, resolution: int) -> np.n
         m[:, 0] /= sx
         m[:, 1] /= sy
         image = small
-    return cv2.warpAffine(
-        image, m, (resolution, resolution), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101
-    )
+    if paper is None:
+        return cv2.warpAffine(image, m, (resolution, resolution), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.warpAffine(image, m, (resolution, resolution), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=paper)
 
 
 def warp_photo(path: str, transform: np.ndarray, resolution: int, short_side: int) -> np.ndarray:

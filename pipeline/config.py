@@ -38,6 +38,15 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return dict(value or {})
 
 
+def resolve_device(device: str):
+    """A torch.device for a params/CLI device string; "auto" is CUDA when available, else CPU."""
+    import torch  # here, not at the top: params access must not pay for torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def pick(value: Any, default: Any) -> Any:
     """CLI value if given, else the params.yaml default."""
     return default if value is None else value

@@ -32,7 +32,7 @@ import torch
 
 from pipeline import PARTS
 from pipeline.dfi import SPACES, apply_learned_dfi, learned_attribute_vectors
-from pipeline.evaluate import faces_to_tensor, tensor_to_faces
+from pipeline.evaluate import detect_landmarks, encode, faces_to_tensor, tensor_to_faces
 from pipeline.io import atomic_path, load_npy, save_csv, save_json, save_npy, save_png
 from pipeline.progress import track
 
@@ -156,20 +156,6 @@ def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
     return to_uint8(x.mean(dim=1, keepdim=True))
 
 
-def encode(editor, images: np.ndarray, batch_size: int, device: torch.device, what: str
-           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Geometry latents part -> (N,C,h,w) and appearance codes part -> (N,A) of uint8 faces."""
-    geo: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
-    app: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
-    for start in track(range(0, len(images), batch_size), what):
-        face = faces_to_tensor(images[start : start + batch_size], device)
-        for p, v in editor.geometry_from_photo(face).items():
-            geo[p].append(v)
-        for p, v in editor.appearance_codes(face).items():
-            app[p].append(v)
-    return {p: torch.cat(v) for p, v in geo.items()}, {p: torch.cat(v) for p, v in app.items()}
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -278,15 +264,6 @@ class Evaluator:
         self.ref_lm = data.landmarks[pair[self.has_pair]]  # real target photos' aligned landmarks
         self.e_source = self.embedder.embed(data.images[rows], boxes="aligned")
 
-    def landmarks(self, images: np.ndarray) -> np.ndarray:
-        """dlib 68 points (N,68,2) of aligned outputs; NaN rows where no face is found."""
-        out = np.full((len(images), 68, 2), np.nan)
-        for i, img in enumerate(images):
-            det = self.backend.detect(np.ascontiguousarray(img))
-            if det is not None:
-                out[i] = det.landmarks
-        return out
-
     def mouth_errors(self, lm: np.ndarray) -> np.ndarray:
         """Mouth NME (P,) of the paired rows of `lm` (N,68,2) vs the target photos; NaN = missed."""
         from pipeline.metrics import LANDMARK_GROUPS, landmark_nme
@@ -308,7 +285,7 @@ class Evaluator:
     def compare(self, sets: Mapping[str, np.ndarray], what: str) -> tuple[dict[str, dict[str, Any]], int]:
         """Figures per named image set (each (N,R,R,3), rows = this evaluator's faces) and the
         number of paired faces found in all of them (the faces mouth NME averages over)."""
-        errors = {name: self.mouth_errors(self.landmarks(images)) for name, images in track(sets.items(), what)}
+        errors = {name: self.mouth_errors(detect_landmarks(images, self.backend, None)) for name, images in track(sets.items(), what)}
         common = np.logical_and.reduce([np.isfinite(e) for e in errors.values()])
         out = {}
         for name, images in sets.items():
@@ -361,7 +338,7 @@ def run_dfi(
     """
     from safetensors.torch import save_file
 
-    from pipeline.evaluate import resolve_device
+    from pipeline.config import resolve_device
     from pipeline.profiles import get_profile
     from pipeline.training import load_editor
     from pipeline.vgg import MissingWeightsError, load_vgg19, vgg_weights_path

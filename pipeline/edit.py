@@ -81,22 +81,11 @@ def align_image(image: np.ndarray, resolution: int, detector: FaceDetector | Non
 
 
 def warp_sketch(sketch: np.ndarray, transform: np.ndarray, resolution: int) -> np.ndarray:
-    """A sketch drawn in a photo's frame -> the aligned frame (R,R) uint8, white where it had no paper.
+    """A sketch drawn in a photo's frame -> the aligned frame (R,R) uint8, white where it had no paper."""
+    from pipeline.align import warp_face
 
-    Large reductions area-shrink first so thin strokes fade to grey rather than vanish.
-    """
     gray = cv2.cvtColor(sketch, cv2.COLOR_RGB2GRAY) if sketch.ndim == 3 else sketch
-    m = transform.copy()
-    scale = np.sqrt(abs(np.linalg.det(m[:, :2])))
-    if scale < 0.5:
-        h, w = gray.shape
-        shrink = int(np.floor(1 / scale))
-        small = cv2.resize(gray, (max(1, w // shrink), max(1, h // shrink)), interpolation=cv2.INTER_AREA)
-        m[:, 0] *= w / small.shape[1]
-        m[:, 1] *= h / small.shape[0]
-        gray = small
-    return cv2.warpAffine(gray, m, (resolution, resolution), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+    return warp_face(gray, transform, resolution, paper=255)
 
 
 def sketch_to_photo_frame(sketch: np.ndarray, transform: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -112,11 +101,6 @@ def looks_like_sketch(image: np.ndarray) -> bool:
     img = image.astype(np.int16)
     grey = np.abs(img - img.mean(axis=2, keepdims=True)).max(axis=2) <= 8
     return bool(grey.mean() > 0.99 and (img.mean(axis=2) > 200).mean() > 0.6)
-
-
-def _face_tensor(faces: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(faces)).to(device)
-    return x.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def _sketch_tensor(sketch: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -138,6 +122,8 @@ def edit_aligned(
     `geometry_photo` (R,R,3) via E_image; appearance codes of every part from `appearance`,
     replaced per part by `part_appearance[part]` (all aligned (R,R,3) uint8 faces).
     """
+    from pipeline.evaluate import faces_to_tensor, tensor_to_faces
+
     r = editor.profile.resolution
     device = next(editor.fusion.parameters()).device
     overrides = dict(part_appearance or {})
@@ -152,15 +138,14 @@ def edit_aligned(
         geometry = editor.geometry_from_sketch(_sketch_tensor(geometry_sketch, device))
     elif geometry_photo is not None:
         assert geometry_photo.shape == (r, r, 3), geometry_photo.shape
-        geometry = editor.geometry_from_photo(_face_tensor([geometry_photo], device))
+        geometry = editor.geometry_from_photo(faces_to_tensor(geometry_photo[None], device))
     else:
         raise ValueError("edit_aligned needs a geometry photo or a geometry sketch")
-    all_codes = editor.appearance_codes(_face_tensor(faces, device))  # one batch for every donor
+    all_codes = editor.appearance_codes(faces_to_tensor(np.stack(faces), device))  # one batch for every donor
     codes = {p: all_codes[p][:1] for p in PARTS}
     for k, part in enumerate(overrides, start=1):
         codes[part] = all_codes[part][k : k + 1]
-    out = editor.render(geometry, codes)
-    return ((out[0].clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return tensor_to_faces(editor.render(geometry, codes))[0]
 
 
 @dataclass

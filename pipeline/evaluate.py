@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from pipeline import PARTS
+from pipeline.config import resolve_device
 from pipeline.io import load_npy, save_json, save_png
 from pipeline.progress import track
 
@@ -38,12 +39,6 @@ class EvalConfig:
     batch_size: int = 16
     landmark_upsample: int = 1  # dlib detector upsampling: 1 finds the faces of 128 px crops
     device: str = "auto"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @dataclass
@@ -125,13 +120,28 @@ def _render_pairs(editor, geometry, codes, pairs: np.ndarray, batch_size: int, w
     return np.concatenate(out)
 
 
-def detect_landmarks(faces: np.ndarray, upsample: int, what: str) -> np.ndarray:
-    """dlib 68-point landmarks (N,68,2) of aligned faces; NaN rows where no face is found."""
-    from pipeline.landmarks import DlibBackend
+def encode(editor, faces: np.ndarray, batch_size: int, device: torch.device, what: str
+           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Geometry latents (E_image) part -> (N,C,h,w) and appearance codes part -> (N,A) of
+    (N,R,R,3) uint8 faces, kept on the device."""
+    geo: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
+    app: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
+    for start in track(range(0, len(faces), batch_size), what):
+        face = faces_to_tensor(faces[start : start + batch_size], device)
+        for p, v in editor.geometry_from_photo(face).items():
+            geo[p].append(v)
+        for p, v in editor.appearance_codes(face).items():
+            app[p].append(v)
+    return {p: torch.cat(v) for p, v in geo.items()}, {p: torch.cat(v) for p, v in app.items()}
 
-    backend = DlibBackend(upsample=upsample)
+
+def detect_landmarks(faces: np.ndarray, backend, what: str | None) -> np.ndarray:
+    """dlib 68-point landmarks (N,68,2) of aligned faces with `backend` (a DlibBackend, loaded
+    once by the caller); NaN rows where no face is found. what=None: no progress bar (for a
+    caller inside one)."""
     out = np.full((len(faces), 68, 2), np.nan)
-    for i in track(range(len(faces)), what):
+    rows = range(len(faces))
+    for i in track(rows, what) if what else rows:
         det = backend.detect(np.ascontiguousarray(faces[i]))
         if det is not None:
             out[i] = det.landmarks
@@ -181,17 +191,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     n = len(data.ids)
     bs = cfg.batch_size
 
-    # Geometry latents (E_image) and appearance codes of every test face, kept on the device.
-    geometry: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
-    codes: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
-    for start in track(range(0, n, bs), "encode test faces"):
-        face = faces_to_tensor(data.faces[start : start + bs], device)
-        for p, v in editor.geometry_from_photo(face).items():
-            geometry[p].append(v)
-        for p, v in editor.appearance_codes(face).items():
-            codes[p].append(v)
-    geo = {p: torch.cat(v) for p, v in geometry.items()}
-    app = {p: torch.cat(v) for p, v in codes.items()}
+    geo, app = encode(editor, data.faces, bs, device, "encode test faces")
 
     self_pairs = np.stack([np.arange(n), np.arange(n)], axis=1)
     recon = _render_pairs(editor, geo, app, self_pairs, bs, "reconstruct")
@@ -207,9 +207,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
     # Geometry: landmarks found on the outputs vs the geometry source's landmarks. The same
     # detector on the aligned photos themselves gives the floor (detection noise at this size).
-    lm_photo = detect_landmarks(data.faces, cfg.landmark_upsample, "landmarks: photos")
-    lm_recon = detect_landmarks(recon, cfg.landmark_upsample, "landmarks: reconstructions")
-    lm_swap = detect_landmarks(swaps, cfg.landmark_upsample, "landmarks: swaps")
+    from pipeline.landmarks import DlibBackend
+
+    dlib = DlibBackend(upsample=cfg.landmark_upsample)  # loading it takes ~1.7 s: once
+    lm_photo = detect_landmarks(data.faces, dlib, "landmarks: photos")
+    lm_recon = detect_landmarks(recon, dlib, "landmarks: reconstructions")
+    lm_swap = detect_landmarks(swaps, dlib, "landmarks: swaps")
     nme_photo, miss_photo = _nme(lm_photo, data.landmarks)
     nme_recon, miss_recon = _nme(lm_recon, data.landmarks)
     nme_swap, miss_swap = _nme(lm_swap, data.landmarks[gi])

@@ -140,20 +140,14 @@ class FanBackend:
         return out
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def make_backend(cfg: LandmarkConfig) -> LandmarkBackend:
     """The configured backend; `auto` uses FAN only if its weights are already on disk."""
     if cfg.backend == "dlib" or (cfg.backend == "auto" and not fan_weights_present()):
         return DlibBackend(cfg.upsample)
     if cfg.backend in ("fan", "auto"):
-        return FanBackend(resolve_device(cfg.device))
+        from .config import resolve_device
+
+        return FanBackend(str(resolve_device(cfg.device)))  # face-alignment wants a string
     raise ValueError(f"landmarks.backend must be auto, dlib or fan, got {cfg.backend!r}")
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .io import load_npy, save_npy
-from .landmarks import resolve_device
+from .config import resolve_device
 
 
 def run_sketch(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -67,7 +67,8 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
-def fail(error: Exception) -> typer.Exit:
-    """Print a missing-input or bad-value error (they name the stage or file to fix) and exit 2."""
-    console.print(f"[red]error:[/red] {error}")
-    return typer.Exit(2)
+def fail(error: Exception | str) -> NoReturn:
+    """Print a missing-input or bad-value error (they name the stage or file to fix) and exit 2,
+    without a traceback."""
+    console.print(f"[red]error:[/red] {error}", soft_wrap=True)
+    raise typer.Exit(2)

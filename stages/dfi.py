@@ -53,5 +53,5 @@ def dfi_cmd(
         metrics = run_dfi(cfg, pick(data_dir, "data"), pick(models_dir, "models"), pick(out_dir, "outputs/dfi"),
                           pick(reports_dir, "reports"), dev)
     except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
-        raise fail(e) from None
+        fail(e)
     print_metrics("dfi", metrics)

@@ -8,29 +8,21 @@ Bad inputs end with a one-line message naming the file and exit code 2, never a 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NoReturn, Optional
+from typing import Any, Optional
 
 import typer
 
 from pipeline.progress import console
 
+from .common import fail, section_with_options
+
 EDIT_DEFAULTS: dict[str, Any] = {"models_dir": "models", "device": "auto", "detect_side": 512, "upsample": 1,
                                  "feather": 0.06}
 
 
-def _fail(message: str) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _settings(profile: Optional[str], overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from pipeline.config import load_params
-
-    params = load_params()
-    values = {**EDIT_DEFAULTS, **(params.get("edit") or {})}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    values["profile"] = profile or params.get("profile", "small")
-    return values, params
+def _settings(profile: Optional[str], overrides: dict[str, Any]) -> dict[str, Any]:
+    """EDIT_DEFAULTS < params.yaml `edit:` and `profile` < the options given."""
+    return {**EDIT_DEFAULTS, "profile": "small", **section_with_options("edit", {**overrides, "profile": profile})}
 
 
 def _parse_parts(items: list[str]) -> dict[str, str]:
@@ -60,21 +52,21 @@ def edit_cmd(
 ) -> None:
     """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
     from pipeline.edit import EditInputError, EditRequest, FaceDetector, run_edit
-    from pipeline.evaluate import resolve_device
+    from pipeline.config import resolve_device
     from pipeline.io import save_png
     from pipeline.training import load_editor
 
-    cfg, _ = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather})
+    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather})
     req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"])
     try:  # missing weights name the stage that makes them; a profile mismatch says so
         editor = load_editor(cfg["models_dir"], cfg["profile"], resolve_device(cfg["device"]))
     except (FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(e)
     try:
         detector = None if aligned else FaceDetector(cfg["upsample"], cfg["detect_side"])
         result = run_edit(req, editor, detector)
     except EditInputError as e:
-        _fail(str(e))
+        fail(e)
     save_png(output, result.image)
     console.print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]})")
 
@@ -88,18 +80,20 @@ def sketch_cmd(
 ) -> None:
     """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
     from pipeline.edit import EditInputError, FaceDetector, photo_sketch
-    from pipeline.evaluate import resolve_device
+    from pipeline.config import resolve_device
     from pipeline.io import save_png
     from pipeline.profiles import get_profile
     from pipeline.sketch import SketchStyle
 
-    cfg, params = _settings(profile, {"device": device})
-    style = SketchStyle(**{**((params.get("sketch") or {}).get("style") or {}), "randomize": 0.0})
+    from pipeline.config import load_params
+
+    cfg = _settings(profile, {"device": device})
+    style = SketchStyle(**{**((load_params().get("sketch") or {}).get("style") or {}), "randomize": 0.0})
     try:
         resolution = get_profile(cfg["profile"]).resolution
         detector = FaceDetector(cfg["upsample"], cfg["detect_side"])
         sketch = photo_sketch(photo, resolution, style, detector, in_photo_frame, resolve_device(cfg["device"]))
     except (EditInputError, FileNotFoundError, ValueError) as e:
-        _fail(str(e))
+        fail(e)
     save_png(output, sketch)
     console.print(f"wrote {output} ({sketch.shape[1]}x{sketch.shape[0]})")

@@ -40,5 +40,5 @@ def evaluate_cmd(
     try:
         metrics = evaluate(EvalConfig(**values))
     except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
-        raise fail(e) from None
+        fail(e)
     print_metrics("evaluate", metrics)

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .io import ImageDecodeError, load_image, save_csv, save_npy
-from .parallel import thread_map
+from .io import ImageDecodeError, load_image, load_npy, npy_writer, save_csv, save_npy, save_rows
+from .parallel import thread_imap
 
 
 @dataclass(frozen=True)
@@ -128,25 +128,27 @@ def run_align(
         except ImageDecodeError as e:
             return None, str(e)
 
-    images = np.zeros((n, r, r, 3), np.uint8)
     aligned_lm = np.zeros((n, 68, 2), np.float32)
     transforms = np.zeros((n, 2, 3), np.float64)
     keep = np.zeros(n, bool)
     reasons = [""] * n
     records = list(found.itertuples())
-    for i, (rec, (face, reason)) in enumerate(zip(records, thread_map(warp, records, "align", workers))):
-        if face is None:
-            reasons[i] = reason
-            continue
-        lm = landmarks[int(rec.row)]
-        m = alignment_transform(lm, r)
-        images[i] = face
-        aligned_lm[i] = transform_points(lm, m)
-        transforms[i] = m
-        keep[i] = True
+    # Faces go straight into a memory-mapped file as they come: a full-scale set need not fit in memory.
+    with npy_writer(out_dir / "images.npy", (n, r, r, 3), np.uint8) as images:
+        for i, (rec, (face, reason)) in enumerate(zip(records, thread_imap(warp, records, "align", workers))):
+            if face is None:
+                reasons[i] = reason
+                continue
+            lm = landmarks[int(rec.row)]
+            m = alignment_transform(lm, r)
+            images[i] = face
+            aligned_lm[i] = transform_points(lm, m)
+            transforms[i] = m
+            keep[i] = True
+    if not keep.all():  # a photo that no longer decodes (changed since ingest): drop its row
+        save_rows(out_dir / "images.npy", load_npy(out_dir / "images.npy"), np.flatnonzero(keep))
     out = found.assign(status=np.where(keep, "ok", "rejected"), reason=reasons)
     ok = out[keep].reset_index(drop=True).assign(row=np.arange(int(keep.sum())))
-    save_npy(out_dir / "images.npy", images[keep])
     save_npy(out_dir / "landmarks.npy", aligned_lm[keep])
     save_npy(out_dir / "transforms.npy", transforms[keep])
     cols = ["row", "id", "identity", "label", "path", "age", "gender", "ethnicity"]

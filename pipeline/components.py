@@ -6,13 +6,13 @@ manifest, so training reads any face in O(1) from a memory map.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from . import PARTS
-from .io import save_csv, save_npy
+from .io import npy_writer, save_csv
 from .profiles import part_boxes
 
 
@@ -24,18 +24,24 @@ def crop_parts(images: np.ndarray, resolution: int) -> dict[str, np.ndarray]:
 
 def run_components(
     aligned_manifest: pd.DataFrame, images: np.ndarray, sketches: np.ndarray, split: pd.DataFrame,
-    resolution: int, out_dir: Path,
+    resolution: int, out_dir: Path, chunk: int = 512,
 ) -> dict[str, int]:
     assert images.shape[:3] == sketches.shape[:3], (images.shape, sketches.shape)
     df = aligned_manifest.merge(split[["id", "split"]], on="id", how="left")
     counts = {}
+    boxes = part_boxes(resolution)
     for name in ("train", "test"):
         sel = df[df["split"] == name]
         rows = sel["row"].to_numpy(int)
-        photos, sketch = crop_parts(images[rows], resolution), crop_parts(sketches[rows], resolution)
-        for part in PARTS:
-            save_npy(out_dir / name / f"{part}_photo.npy", photos[part])
-            save_npy(out_dir / name / f"{part}_sketch.npy", sketch[part])
+        with ExitStack() as files:  # memory-mapped outputs, filled a chunk of faces at a time
+            out = {(part, kind): files.enter_context(npy_writer(
+                       out_dir / name / f"{part}_{kind}.npy", (len(rows), s, s, *src.shape[3:]), src.dtype))
+                   for part, (_, _, s) in boxes.items() for kind, src in (("photo", images), ("sketch", sketches))}
+            for a in range(0, len(rows), chunk):
+                chunk_rows = rows[a : a + chunk]
+                for kind, src in (("photo", images), ("sketch", sketches)):
+                    for part, crop in crop_parts(src[chunk_rows], resolution).items():
+                        out[part, kind][a : a + len(chunk_rows)] = crop
         manifest = sel.drop(columns=["split"]).assign(source_row=rows, row=np.arange(len(rows)))
         save_csv(out_dir / name / "manifest.csv", manifest)
         counts[name] = len(rows)

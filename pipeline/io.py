@@ -48,6 +48,26 @@ def save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
         np.save(tmp, np.ascontiguousarray(arr))
 
 
+@contextmanager
+def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> Iterator[np.ndarray]:
+    """A .npy array to fill in place, memory-mapped so it never has to fit in memory (70k
+    faces at 512 px are 55 GB), and renamed onto `path` only if the block succeeds. The file is
+    byte for byte what np.save would write."""
+    with atomic_path(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
+        yield arr
+        arr.flush()
+
+
+def save_rows(path: str | os.PathLike, src: np.ndarray, rows: np.ndarray, chunk: int = 512) -> None:
+    """src[rows] saved as a .npy, a chunk of rows at a time (src may be a memory map larger
+    than memory; path may be src's own file)."""
+    rows = np.asarray(rows, np.int64)
+    with npy_writer(path, (len(rows), *src.shape[1:]), src.dtype) as dst:
+        for a in range(0, len(rows), chunk):
+            dst[a : a + chunk] = src[rows[a : a + chunk]]
+
+
 def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:
     """Memory-mapped by default: training reads one row at a time in O(1)."""
     return np.load(path, mmap_mode="r" if mmap else None)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
+from itertools import islice
 from typing import TypeVar
 
 from .progress import track
@@ -48,11 +50,29 @@ def resolve_workers(workers: int | None = None) -> int:
 
 def thread_map(fn: Callable[[T], R], items: Sequence[T], description: str, workers: int | None = None) -> list[R]:
     """[fn(x) for x in items] on a thread pool, in order, with a progress bar."""
+    return list(thread_imap(fn, items, description, workers))
+
+
+def thread_imap(fn: Callable[[T], R], items: Sequence[T], description: str, workers: int | None = None) -> Iterator[R]:
+    """fn(x) for x in items on a thread pool, yielded in order, with a progress bar. At most
+    4 items a thread run ahead of the consumer, so results written out as they come (a
+    memory-mapped array) never pile up in memory."""
     n = resolve_workers(workers)
     if n <= 1 or len(items) <= 1:
-        return [fn(x) for x in track(items, description)]
-    with ThreadPoolExecutor(n) as pool:
-        return list(track(pool.map(fn, items), description, total=len(items)))
+        yield from (fn(x) for x in track(items, description))
+        return
+
+    def results() -> Iterator[R]:
+        with ThreadPoolExecutor(n) as pool:
+            todo = iter(items)
+            running = deque(pool.submit(fn, x) for x in islice(todo, 4 * n))
+            while running:
+                result = running.popleft().result()
+                for x in islice(todo, 1):
+                    running.append(pool.submit(fn, x))
+                yield result
+
+    yield from track(results(), description, total=len(items))
 
 
 def _init_process_worker() -> None:

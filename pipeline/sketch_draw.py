@@ -232,6 +232,42 @@ def smooth_polyline(pts: np.ndarray, sigma: float, closed: bool) -> np.ndarray:
     return gaussian_smooth(ext, sigma, "nearest")[pad : pad + len(pts)]
 
 
+def smooth_strokes(x: np.ndarray, off: np.ndarray, sigma: float, closed: np.ndarray, anchored: bool) -> np.ndarray:
+    """gaussian_smooth of per-point values x (P,) or (P,D) along each of several concatenated
+    strokes (offsets (S+1,)) in one convolution: closed strokes wrap; open ones extend as
+    'nearest', after an odd reflection through their end points when `anchored` (as
+    smooth_polyline, whose strokes under 3 points are left as they are)."""
+    n = np.diff(off)
+    if sigma <= 0 or not len(n):
+        return x
+    radius = int(4.0 * sigma + 0.5)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    closed = np.asarray(closed, bool)
+    ext = np.where(closed | (not anchored), 0, np.minimum(n - 1, int(np.ceil(3 * sigma))))  # odd-reflected points
+    span = n + 2 * ext + 2 * radius
+    start = np.cumsum(span) - span  # where each stroke's padded run begins
+    sid = np.repeat(np.arange(len(n)), span)
+    nn, e = n[sid], ext[sid]
+    j = np.arange(int(span.sum())) - start[sid] - e - radius  # index within the stroke
+    jc = np.clip(j, -e, nn + e - 1)  # 'nearest' beyond the (extended) ends
+    before, after = jc < 0, jc > nn - 1
+    local = np.where(closed[sid], j % nn, np.where(before, -jc, np.where(after, 2 * (nn - 1) - jc, jc)))
+    first = off[:-1][sid]
+    vals = x[first + local]
+    if anchored:
+        col = (slice(None),) + (None,) * (x.ndim - 1)
+        vals = np.where(before[col], 2 * x[first] - vals, np.where(after[col], 2 * x[first + nn - 1] - vals, vals))
+    at = np.repeat(start + ext, n) + (np.arange(len(x)) - np.repeat(off[:-1], n))  # outputs at j = 0..n-1
+    if x.ndim == 1:
+        out = np.convolve(vals, kernel, "valid")[at]
+    else:
+        out = np.stack([np.convolve(vals[:, c], kernel, "valid")[at] for c in range(x.shape[1])], 1)
+    if anchored:
+        out[np.repeat(n < 3, n)] = x[np.repeat(n < 3, n)]
+    return out
+
+
 def catmull_rom(ctrl: np.ndarray, closed: bool, per_segment: int = 8) -> np.ndarray:
     """Dense (centripetal-free, uniform) Catmull-Rom spline through control points (K,2)."""
     ctrl = np.asarray(ctrl, np.float64)
@@ -373,61 +409,106 @@ def _segment_lengths(pts: np.ndarray) -> np.ndarray:
     return np.hypot(d[:, 0], d[:, 1])
 
 
-def _stroke_widths(stroke: Stroke, taper: float) -> np.ndarray:
-    n = len(stroke.pts)
-    seg = _segment_lengths(stroke.pts)
-    arc = np.concatenate(([0.0], np.cumsum(seg)))
-    length = max(arc[-1], 1e-9)
-    w = np.full(n, stroke.width) if stroke.widths is None else stroke.width * stroke.widths
-    ramp = min(0.5 * length, 6.0 * stroke.width + 4.0)  # taper over a few widths
-    prof = np.ones(n)
-    if stroke.taper_start and not stroke.closed:
-        prof = np.minimum(prof, np.clip(arc / ramp, 0, 1))
-    if stroke.taper_end and not stroke.closed:
-        prof = np.minimum(prof, np.clip((length - arc) / ramp, 0, 1))
-    return np.maximum(w * (1.0 - taper + taper * np.sqrt(prof)), _MIN_WIDTH)
+def _concat_arcs(polylines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Polylines (K_i,2) as one array for maths on all of a face's strokes at once (a face has
+    ~30; per-stroke NumPy calls cost more than the maths): the points (P,2), stroke offsets
+    (S+1,), and each point's arc length from its stroke's start (P,)."""
+    lens = np.fromiter((len(p) for p in polylines), np.int64, len(polylines))
+    off = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=off[1:])
+    pts = np.concatenate(polylines)
+    seg = _segment_lengths(pts)
+    seg[off[1:-1] - 1] = 0.0  # the step from one stroke's last point to the next one's first
+    cum = np.zeros(len(pts))
+    np.cumsum(seg, out=cum[1:])
+    return pts, off, cum - np.repeat(cum[off[:-1]], lens)
 
 
 def render_strokes(strokes: list[Stroke], res: int, taper: float) -> np.ndarray:
-    """Black anti-aliased strokes on white (res,res) uint8, drawn at 4x then area-downsampled."""
+    """Black anti-aliased strokes on white (res,res) uint8, drawn at 4x then area-downsampled.
+
+    Width along a stroke: its base width x its per-point multiplier, thinned toward free ends
+    over a few widths (`taper`), never below _MIN_WIDTH."""
     ss = _SUPERSAMPLE
     canvas = np.full((res * ss, res * ss), 255, np.uint8)
-    shift = 4  # cv2 fixed-point fraction bits: sub-pixel endpoints
-    runs: dict[int, list[np.ndarray]] = {}  # thickness -> polylines of segments that thick
+    polylines, multipliers, kept = [], [], []
     for st in strokes:
-        pts = st.pts if not st.closed else np.concatenate((st.pts, st.pts[:1]))
-        if len(pts) < 2:
-            continue
-        widths = _stroke_widths(Stroke(pts, False, st.width, st.taper_start and not st.closed,
-                                       st.taper_end and not st.closed,
-                                       None if st.widths is None else np.concatenate((st.widths, st.widths[:1]))[: len(pts)]),
-                                taper)
+        pts, mult = st.pts, st.widths
+        if st.closed:  # back to the first point
+            pts = np.concatenate((pts, pts[:1]))
+            mult = None if mult is None else np.concatenate((mult, mult[:1]))
+        if len(pts) >= 2:
+            polylines.append(pts)
+            multipliers.append(np.ones(len(pts)) if mult is None else mult[: len(pts)])
+            kept.append(st)
+    if kept:
+        pts, off, arc = _concat_arcs(polylines)
+        lens = np.diff(off)
+        per_point = lambda v: np.repeat(np.asarray(v), lens)  # noqa: E731  (per-stroke -> per-point)
+        width = np.array([st.width for st in kept])
+        length = np.maximum(arc[off[1:] - 1], 1e-9)
+        ramp = per_point(np.minimum(0.5 * length, 6.0 * width + 4.0))  # taper over a few widths
+        prof = np.ones(len(pts))
+        start = per_point([st.taper_start and not st.closed for st in kept])
+        prof[start] = np.minimum(1.0, np.clip(arc[start] / ramp[start], 0, 1))
+        end = per_point([st.taper_end and not st.closed for st in kept])
+        prof[end] = np.minimum(prof[end], np.clip((per_point(length)[end] - arc[end]) / ramp[end], 0, 1))
+        widths = np.maximum(per_point(width) * np.concatenate(multipliers) * (1.0 - taper + taper * np.sqrt(prof)),
+                            _MIN_WIDTH)
+        shift = 4  # cv2 fixed-point fraction bits: sub-pixel endpoints
         fixed = np.round((pts * ss + (ss - 1) / 2) * (1 << shift)).astype(np.int32)
-        thick = np.maximum(1, np.round(0.5 * (widths[:-1] + widths[1:]) * ss)).astype(int)  # per segment
-        cuts = np.flatnonzero(np.diff(thick)) + 1
-        for a, b in zip(np.concatenate(([0], cuts)), np.concatenate((cuts, [len(thick)]))):
-            runs.setdefault(int(thick[a]), []).append(fixed[a : b + 1])
-    # One call per thickness: a call per segment costs more in Python than the drawing. Black
-    # anti-aliased ink darkens multiplicatively, so the drawing order does not matter.
-    for th, lines in runs.items():
-        cv2.polylines(canvas, lines, False, 0, th, cv2.LINE_AA, shift)
+        thick = np.maximum(1, np.round(0.5 * (widths[:-1] + widths[1:]) * ss)).astype(np.int64)  # per segment
+        inside = np.ones(len(thick), bool)  # segments within a stroke, not between two
+        inside[off[1:-1] - 1] = False
+        # Runs of segments of one thickness within one stroke: [first, last] segment indices.
+        change = np.ones(len(thick) + 1, bool)
+        change[1:-1] = thick[1:] != thick[:-1]
+        change[off[1:-1] - 1] = change[off[1:-1]] = True
+        bounds = np.flatnonzero(change)
+        first, last = bounds[:-1], bounds[1:] - 1
+        ok = inside[first]
+        runs: dict[int, list[np.ndarray]] = {}  # thickness -> polylines of segments that thick
+        for a, b, th in zip(first[ok].tolist(), last[ok].tolist(), thick[first[ok]].tolist()):
+            runs.setdefault(th, []).append(fixed[a : b + 2])
+        # One call per thickness: a call per segment costs more in Python than the drawing.
+        # Black anti-aliased ink darkens multiplicatively, so the drawing order does not matter.
+        for th, lines in runs.items():
+            cv2.polylines(canvas, lines, False, 0, th, cv2.LINE_AA, shift)
     return cv2.resize(canvas, (res, res), interpolation=cv2.INTER_AREA)
 
 
 # --------------------------------------------------------------------------- per-face part
 
+JitterDraws = tuple[np.ndarray, list[tuple[float, np.ndarray]]]  # whole-stroke shift; 2 x (wavelength, phases)
 
-def _jitter(pts: np.ndarray, amp: float, rng: np.random.Generator) -> np.ndarray:
-    """Low-frequency wobble: a random smooth offset field along the stroke."""
-    if amp <= 0 or len(pts) < 2:
-        return pts
-    arc = np.concatenate(([0.0], np.cumsum(_segment_lengths(pts))))
-    out = pts + rng.normal(0, 0.5 * amp, 2)  # whole-stroke shift
-    for _ in range(2):
-        wavelength = rng.uniform(30, 90) * (1 + arc[-1] / 200)
-        phase = rng.uniform(0, 2 * np.pi, 2)
-        out = out + amp * 0.5 * np.sin(2 * np.pi * arc[:, None] / wavelength + phase)
-    return out
+
+def _jitter_draws(n_points: int, amp: float, rng: np.random.Generator) -> JitterDraws | None:
+    """The random numbers of one stroke's wobble, drawn in the stroke's turn."""
+    if amp <= 0 or n_points < 2:
+        return None
+    shift = rng.normal(0, 0.5 * amp, 2)
+    return shift, [(float(rng.uniform(30, 90)), rng.uniform(0, 2 * np.pi, 2)) for _ in range(2)]
+
+
+def jitter_strokes(polylines: list[np.ndarray], draws: list[JitterDraws | None], amp: float) -> list[np.ndarray]:
+    """Low-frequency hand wobble: each stroke shifted as a whole, plus two sine offsets along
+    its arc with wavelengths that grow with its length."""
+    idx = [i for i, d in enumerate(draws) if d is not None]
+    if not idx:
+        return polylines
+    pts, off, arc = _concat_arcs([polylines[i] for i in idx])
+    lens = np.diff(off)
+    length = arc[off[1:] - 1]
+    out = pts + np.repeat(np.stack([draws[i][0] for i in idx]), lens, axis=0)
+    for k in range(2):
+        wavelength = np.array([draws[i][1][k][0] for i in idx]) * (1 + length / 200)
+        phase = np.stack([draws[i][1][k][1] for i in idx])
+        out = out + amp * 0.5 * np.sin(2 * np.pi * arc[:, None] / np.repeat(wavelength, lens)[:, None]
+                                       + np.repeat(phase, lens, axis=0))
+    result = list(polylines)
+    for i, piece in zip(idx, np.split(out, off[1:-1])):
+        result[i] = piece
+    return result
 
 
 def sketch_one(
@@ -447,23 +528,43 @@ def sketch_one(
 
     chains = [c for c in trace_skeleton(skel) if not (c[2] != c[3] and len(c[0]) < style.spur_length * px)]
     chains = link_gaps(chains, style.gap * px)
-    strokes: list[Stroke] = []
-    for pts, closed, j0, j1 in chains:
-        arc = float(_segment_lengths(pts).sum())
-        if not (j0 or j1 or closed) and arc < style.min_length * px:
-            continue
-        if rng.random() < style.dropout:
-            continue
+    amp = style.jitter * px
+    # Which chains become strokes, drawing each one's random numbers in its turn; then the
+    # maths on all of them at once.
+    kept: list[Chain] = []
+    draws: list[JitterDraws | None] = []
+    if chains:
+        _, off, arc = _concat_arcs([c[0] for c in chains])
+        lengths = arc[off[1:] - 1].tolist()
+        for chain, length in zip(chains, lengths):
+            _, closed, j0, j1 = chain
+            if not (j0 or j1 or closed) and length < style.min_length * px:
+                continue
+            if rng.random() < style.dropout:
+                continue
+            kept.append(chain)
+            draws.append(_jitter_draws(len(chain[0]), amp, rng))
+    smoothed: list[np.ndarray] = []
+    pressures: list[np.ndarray] = []
+    if kept:
+        pts = np.concatenate([c[0] for c in kept])
+        off = np.zeros(len(kept) + 1, np.int64)
+        np.cumsum([len(c[0]) for c in kept], out=off[1:])
+        closed = np.array([c[1] for c in kept])
         ij = np.clip(np.round(pts).astype(int), 0, res - 1)
-        pressure = strength[ij[:, 1], ij[:, 0]] / max(style.threshold, 1e-6)
-        pressure = gaussian_smooth(np.clip(pressure, 0, 4), 3.0, "nearest")
+        pressure = np.clip(strength[ij[:, 1], ij[:, 0]] / max(style.threshold, 1e-6), 0, 4)
+        pressure = smooth_strokes(pressure, off, 3.0, np.zeros(len(kept), bool), anchored=False)
         widths = 1.0 + style.width_variation * (np.clip(pressure, 1, 3) - 2.0) / 1.0
-        pts = smooth_polyline(pts, style.smoothing * px, closed)
-        pts = _jitter(pts, style.jitter * px, rng)
-        strokes.append(Stroke(pts[::2] if len(pts) > 4 else pts, closed, style.width * px,
-                              not j0, not j1, widths[::2] if len(pts) > 4 else widths))
-    for st in features:
-        st.pts = _jitter(st.pts, style.jitter * px, rng)
+        smoothed = np.split(smooth_strokes(pts, off, style.smoothing * px, closed, anchored=True), off[1:-1])
+        pressures = np.split(widths, off[1:-1])
+    draws += [_jitter_draws(len(st.pts), amp, rng) for st in features]
+    wobbly = jitter_strokes(smoothed + [st.pts for st in features], draws, amp)
+    strokes: list[Stroke] = []
+    for (_, closed, j0, j1), widths, pts in zip(kept, pressures, wobbly):
+        step = 2 if len(pts) > 4 else 1  # smoothed strokes are dense: every other point suffices
+        strokes.append(Stroke(pts[::step], closed, style.width * px, not j0, not j1, widths[::step]))
+    for st, pts in zip(features, wobbly[len(kept):]):
+        st.pts = pts
         strokes.append(st)
     return render_strokes(strokes, res, style.taper)
 

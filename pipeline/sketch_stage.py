@@ -1,4 +1,9 @@
-"""The sketch stage's glue: synthesise sketches for all aligned faces and measure continuity."""
+"""The sketch stages' glue: synthesise sketches for all aligned faces (`sketch`), and measure
+their stroke continuity against Canny (`sketch_report`).
+
+The report is its own stage so that its settings (how many faces, at what size) never
+invalidate the sketches, and with them the components and every training stage.
+"""
 
 from __future__ import annotations
 
@@ -8,44 +13,81 @@ from typing import Any
 
 import numpy as np
 
-from .io import load_npy, save_npy
 from .config import resolve_device
+from .io import load_npy, npy_writer
 
 
 def run_sketch(
     params: dict[str, Any], aligned_dir: Path, out_dir: Path, device: str = "auto", workers: int | None = None
 ) -> dict[str, Any]:
+    """Sketches (N,R,R) uint8 of the aligned faces -> out_dir/sketches.npy; returns a summary."""
     from .parallel import process_pool
     from .sketch_draw import sketch_workers
 
-    images = np.asarray(load_npy(aligned_dir / "images.npy"))
+    images = load_npy(aligned_dir / "images.npy")
     batch_size = int(params.get("batch_size", 16))
-    n = min(len(images), int(params.get("continuity_faces", 16)))
-    r_cmp = int(params.get("continuity_resolution", 256))
-    # One pool for the sketches and the continuity check, when there is enough work for it.
-    # It starts before torch is imported here, so its workers get ready meanwhile.
-    n_workers = sketch_workers(workers, len(images) + (n * r_cmp**2) // images.shape[1] ** 2, images.shape[1], batch_size)
+    n_workers = sketch_workers(workers, len(images), images.shape[1], batch_size)
+    # The pool starts before torch is imported here, so its workers get ready meanwhile.
     with process_pool(n_workers, preload=("pipeline.sketch",)) as pool:  # = sketch.POOL_PRELOAD
         from .sketch import SketchStyle, synthesize_sketches
-        from .strokes import compare_with_canny
 
-        landmarks = np.asarray(load_npy(aligned_dir / "landmarks.npy"))
+        landmarks = load_npy(aligned_dir / "landmarks.npy")
         style = SketchStyle(**params.get("style", {}))
         seed, device = int(params.get("seed", 0)), resolve_device(device)
-        sketches = synthesize_sketches(images, landmarks, style, seed, device, batch_size, workers=1, pool=pool)
-        assert sketches.shape == images.shape[:3] and sketches.dtype == np.uint8, sketches.shape
-        save_npy(out_dir / "sketches.npy", sketches)
-        summary: dict[str, Any] = {"faces": int(len(images))}
-        if n:
-            summary["continuity"] = compare_with_canny(images[:n], sketches[:n])
-            # Below ~256 px Canny's edges merge into tangles that a connected-length measure
-            # rewards; the fair comparison re-aligns the same faces from their photos at 256.
-            if r_cmp > images.shape[1]:
-                faces, lms = realign(aligned_dir, n, r_cmp, workers)
-                ours = synthesize_sketches(faces, lms, replace(style, randomize=0.0), seed, device,
-                                           batch_size=max(1, batch_size // 4), workers=1, pool=pool)
-                summary[f"continuity_{r_cmp}px"] = compare_with_canny(faces, ours)
+        with npy_writer(out_dir / "sketches.npy", images.shape[:3], np.uint8) as sketches:  # filled batch by batch
+            synthesize_sketches(images, landmarks, style, seed, device, batch_size, workers=1, pool=pool, out=sketches)
+    return {"faces": int(len(images)), "resolution": int(images.shape[1])}
+
+
+def run_sketch_report(
+    report_params: dict[str, Any], sketch_params: dict[str, Any], aligned_dir: Path, sketch_dir: Path,
+    picture: Path | None = None, device: str = "auto", workers: int | None = None,
+) -> dict[str, Any]:
+    """Stroke continuity of the first `faces` sketches against Canny on the same faces, at the
+    aligned resolution and, when `resolution` is larger, on the same faces re-aligned from
+    their photos at that size and sketched there with the sketch stage's style (randomisation
+    off). `picture`: a PNG of face | Canny | ours rows at the larger size."""
+    from .strokes import compare_with_canny
+
+    images = load_npy(aligned_dir / "images.npy")
+    sketches = load_npy(sketch_dir / "sketches.npy")
+    if len(sketches) != len(images):
+        raise ValueError(f"{sketch_dir / 'sketches.npy'} has {len(sketches)} sketches for {len(images)} aligned "
+                         "faces: rebuild the sketches (`dvc repro sketch`)")
+    n = min(len(images), int(report_params.get("faces", 16)))
+    r_cmp = int(report_params.get("resolution", 256))
+    summary: dict[str, Any] = {"faces": n}
+    if not n:
+        return summary
+    faces, ours = np.asarray(images[:n]), np.asarray(sketches[:n])
+    summary["continuity"] = compare_with_canny(faces, ours)
+    # Below ~256 px Canny's edges merge into tangles that a connected-length measure rewards;
+    # the fair comparison re-aligns the same faces from their photos at 256.
+    if r_cmp > images.shape[1]:
+        from .sketch import SketchStyle, synthesize_sketches
+
+        faces, lms = realign(aligned_dir, n, r_cmp, workers)
+        style = replace(SketchStyle(**sketch_params.get("style", {})), randomize=0.0)
+        ours = synthesize_sketches(faces, lms, style, int(sketch_params.get("seed", 0)), resolve_device(device),
+                                   batch_size=max(1, int(sketch_params.get("batch_size", 16)) // 4), workers=workers)
+        summary[f"continuity_{r_cmp}px"] = compare_with_canny(faces, ours)
+    if picture is not None:
+        comparison_sheet(faces, ours, picture)
     return summary
+
+
+def comparison_sheet(faces: np.ndarray, sketches: np.ndarray, path: Path, n: int = 4) -> np.ndarray:
+    """Rows of face | Canny | ours for the first n faces, saved as a PNG."""
+    from .io import save_png
+    from .strokes import canny_sketch
+    from .viz import make_grid
+
+    tiles: list[np.ndarray] = []
+    for face, ours in zip(faces[:n], sketches[:n]):
+        tiles += [face, canny_sketch(face), ours]
+    sheet = make_grid(tiles, nrow=3, col_labels=["aligned face", "OpenCV Canny", "dfe sketch"])
+    save_png(path, sheet)
+    return sheet
 
 
 def realign(aligned_dir: Path, n: int, resolution: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -66,5 +108,5 @@ def realign(aligned_dir: Path, n: int, resolution: int, workers: int | None = No
             short = min(im.size)
         return warp_photo(row.path, np.array(transforms[row.row]) * k, resolution, short)
 
-    faces = np.stack(thread_map(warp, list(manifest.itertuples()), "sketch: re-aligning faces", workers))
+    faces = np.stack(thread_map(warp, list(manifest.itertuples()), "sketch report: re-aligning faces", workers))
     return faces, np.asarray(landmarks[manifest["row"].to_numpy()]) * k

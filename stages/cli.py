@@ -19,6 +19,7 @@ for _name, _fn in [
     ("landmarks", data.landmarks),
     ("align", data.align),
     ("build-sketches", data.sketch),
+    ("sketch-report", data.sketch_report),
     ("split", data.split),
     ("components", data.components),
     ("train-sketch-ae", train.train_sketch_ae_cmd),

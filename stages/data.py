@@ -1,4 +1,4 @@
-"""Data stages: ingest -> landmarks -> align -> sketch -> split -> components."""
+"""Data stages: ingest -> landmarks -> align -> sketch -> split -> components, and the sketch report."""
 
 from __future__ import annotations
 
@@ -94,12 +94,33 @@ def sketch(
     device: Optional[str] = typer.Option(None, help="cpu | cuda | auto [params: sketch.device]"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
-    """Hand-drawn-style sketches of the aligned faces, and their stroke continuity against Canny."""
+    """Hand-drawn-style sketches of the aligned faces (long smooth strokes, not edge maps)."""
     from pipeline.sketch_stage import run_sketch
 
     p = stage_params("sketch")
     summary = run_sketch(p, aligned_dir, out, device=pick(device, p.get("device", "auto")), workers=workers)
     report("sketch", summary)
+
+
+def sketch_report(
+    aligned_dir: Path = typer.Option(DATA / "aligned"),
+    sketch_dir: Path = typer.Option(DATA / "sketch"),
+    faces: Optional[int] = typer.Option(None, help="faces measured [params: sketch_report.faces]"),
+    resolution: Optional[int] = typer.Option(
+        None, help="also re-align and sketch them at this size; 0 = off [params: sketch_report.resolution]"),
+    picture: Path = typer.Option(Path("reports/sketch_vs_canny.png"), help="face | Canny | ours PNG (a DVC plot)"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto [params: sketch.device]"),
+    workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
+) -> None:
+    """Stroke continuity of the sketches against OpenCV Canny on the same faces: mean stroke
+    length and fragments per face."""
+    from pipeline.sketch_stage import run_sketch_report
+
+    p, sp = stage_params("sketch_report"), stage_params("sketch")
+    rp = {"faces": pick(faces, p.get("faces", 16)), "resolution": pick(resolution, p.get("resolution", 256))}
+    summary = run_sketch_report(rp, sp, aligned_dir, sketch_dir, picture,
+                                device=pick(device, sp.get("device", "auto")), workers=workers)
+    report("sketch_report", summary)
 
 
 def split(

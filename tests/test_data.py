@@ -155,7 +155,7 @@ def test_components_pack_crops(tmp_path):
     sketches = np.random.default_rng(1).integers(0, 255, (n, r, r), np.uint8)
     man = pd.DataFrame({"row": range(n), "id": [f"p{i}" for i in range(n)], "identity": [str(i // 2) for i in range(n)]})
     split = pd.DataFrame({"id": man.id, "split": ["train"] * 4 + ["test"] * 2})
-    counts = run_components(man, images, sketches, split, r, tmp_path)
+    counts = run_components(man, images, sketches, split, r, tmp_path, chunk=3)  # train: chunks of 3 + 1
     assert counts == {"train": 4, "test": 2}
     boxes = part_boxes(r)
     for part in PARTS:
@@ -165,6 +165,8 @@ def test_components_pack_crops(tmp_path):
         assert ph.shape == (2, s, s, 3) and sk.shape == (2, s, s) and s % 16 == 0
         assert np.array_equal(ph[1], images[5, y:y + s, x:x + s])
         assert np.array_equal(sk[0], sketches[4, y:y + s, x:x + s])
+        train = np.load(tmp_path / "train" / f"{part}_photo.npy")
+        assert np.array_equal(train, images[:4, y:y + s, x:x + s])  # across the chunk boundary
     sheet = contact_sheet(images, sketches, r, tmp_path / "sheet.png", n=5)
     assert (tmp_path / "sheet.png").stat().st_size > 0 and sheet.shape == (2 * r, 4 * 2 * r, 3)
     assert crop_parts(images, r)["bg"].shape == images.shape
@@ -177,6 +179,48 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
             tmp.write_bytes(b"half")
             raise RuntimeError("killed")
     assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_npy_writer_writes_what_np_save_writes_or_nothing(tmp_path):
+    from pipeline.io import npy_writer, save_rows
+
+    x = np.arange(60, dtype=np.uint8).reshape(5, 3, 4)
+    with npy_writer(tmp_path / "a.npy", x.shape, x.dtype) as arr:
+        arr[:] = x
+    np.save(tmp_path / "b.npy", x)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    with pytest.raises(RuntimeError):
+        with npy_writer(tmp_path / "c.npy", x.shape, x.dtype) as arr:
+            arr[:2] = x[:2]
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy"]
+    save_rows(tmp_path / "a.npy", np.load(tmp_path / "a.npy", mmap_mode="r"), np.array([0, 2, 4]), chunk=2)
+    assert np.array_equal(np.load(tmp_path / "a.npy"), x[[0, 2, 4]])  # rewritten from its own memory map
+
+
+def test_align_drops_a_photo_that_broke_after_ingest(london, tmp_path):
+    """A photo truncated between landmarks and align is listed with its reason; the other
+    faces keep consecutive rows in images.npy, landmarks.npy and the manifest."""
+    import shutil
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    for p in sorted(london.rglob("*.jpg"))[:3]:
+        shutil.copy(p, src / p.name)
+    ing = run_ingest(IngestConfig(source=str(src), identity_pattern=""), tmp_path / "ingest")
+    lm = run_landmarks(LandmarkConfig(backend="dlib"), ing, tmp_path / "landmarks")
+    assert (lm.status == "ok").all()
+    broken = ing.sort_values("id").path.iloc[1]
+    data = Path(broken).read_bytes()
+    Path(broken).write_bytes(data[: len(data) // 3])
+    out = run_align(AlignConfig(64), ing, lm, np.load(tmp_path / "landmarks" / "landmarks.npy"), tmp_path / "aligned")
+    bad = out[out.path == broken]
+    assert bad.status.tolist() == ["rejected"] and "truncated" in bad.reason.iloc[0]
+    images = np.load(tmp_path / "aligned" / "images.npy")
+    manifest = pd.read_csv(tmp_path / "aligned" / "manifest.csv")
+    assert images.shape == (2, 64, 64, 3) and len(np.load(tmp_path / "aligned" / "landmarks.npy")) == 2
+    assert manifest.row.tolist() == [0, 1] and broken not in manifest.path.tolist()
+    assert images.reshape(2, -1).std(1).min() > 10  # real faces, not an empty row
 
 
 def test_part_boxes_scale_to_multiples_of_16():
@@ -217,6 +261,31 @@ def test_threaded_stages_match_serial(london, tmp_path):
     for name in ("landmarks/landmarks.npy", "aligned/images.npy", "aligned/transforms.npy"):
         np.testing.assert_array_equal(np.load(outs[1] / name), np.load(outs[2] / name))
     assert len(np.load(outs[2] / "aligned/images.npy")) == 6
+    _check_sketch_stages(outs[1])
+
+
+def _check_sketch_stages(out: Path) -> None:
+    """The sketch stage on aligned London faces, then its continuity report at the aligned size
+    and on the same faces re-aligned from their photos at twice that size."""
+    from pipeline.sketch_stage import run_sketch, run_sketch_report
+
+    style = {"randomize": 0.0}
+    summary = run_sketch({"style": style, "batch_size": 4}, out / "aligned", out / "sketch", device="cpu", workers=1)
+    sketches = np.load(out / "sketch" / "sketches.npy")
+    assert summary == {"faces": 6, "resolution": 64} and sketches.shape == (6, 64, 64) and sketches.dtype == np.uint8
+    report = run_sketch_report({"faces": 4, "resolution": 128}, {"style": style}, out / "aligned", out / "sketch",
+                               out / "sheet.png", device="cpu", workers=1)
+    assert report["faces"] == 4
+    for key in ("continuity", "continuity_128px"):
+        assert report[key]["ours"]["fragments_per_face"] > 0 and report[key]["canny"]["fragments_per_face"] > 0
+    # At 128 px our strokes are longer and fewer than Canny's on the same faces.
+    assert report["continuity_128px"]["fragment_ratio"] > 1.2, report["continuity_128px"]
+    sheet = load_image(out / "sheet.png")[0]
+    assert sheet.shape[0] > 4 * 128 and sheet.shape[1] > 3 * 128  # 4 rows of face | Canny | ours
+    # Fewer sketches than faces means the sketch stage is stale: a clear error, not a wrong report.
+    np.save(out / "sketch" / "sketches.npy", sketches[:5])
+    with pytest.raises(ValueError, match="dvc repro sketch"):
+        run_sketch_report({"faces": 4}, {}, out / "aligned", out / "sketch")
 
 
 class _StubFan:

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 MICRO = {
     "profile": "micro",
     "ingest": {"limit": 6},
-    "sketch": {"continuity_faces": 4, "continuity_resolution": 0},
+    "sketch_report": {"faces": 4, "resolution": 0},
     "split": {"test_fraction": 0.34},
     "components": {"sheet_faces": 4},
     "train": {"log_every": 1, "ckpt_every": 2, "sample_every": 2, "augment": {"enabled": True}},
@@ -124,3 +124,21 @@ def test_sketch_param_reruns_only_sketch_and_downstream(project):
         params["sketch"]["seed"] = 0
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         _run(["dvc", "repro", "components"], root, env)  # back to the built state (run cache)
+
+
+def test_report_param_reruns_only_the_report(project):
+    """The continuity report's settings must not invalidate the sketches (and so training)."""
+    root, env = project
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["sketch_report"]["faces"] = 3
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        out = _run(["dvc", "repro"], root, env).stdout
+        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+        assert ran == {"sketch_report"}, out
+        assert json.loads((root / "reports" / "sketch_report.json").read_text())["faces"] == 3
+        assert (root / "reports" / "sketch_vs_canny.png").stat().st_size > 0
+    finally:
+        params["sketch_report"]["faces"] = 4
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _run(["dvc", "repro", "sketch_report"], root, env)

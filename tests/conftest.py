@@ -15,7 +15,8 @@ os.environ.setdefault("DFE_NO_PROGRESS", "1")
 
 def london_dir() -> Path:
     env = os.environ.get("DFE_LONDON_DIR")
-    return Path(env) if env else REPO.parent / "shared" / "datasets" / "london-faces"
+    # Absolute: the end-to-end tests run dvc in a copy of the project elsewhere.
+    return Path(env).resolve() if env else REPO.parent / "shared" / "datasets" / "london-faces"
 
 
 @pytest.fixture(scope="session")

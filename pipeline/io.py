@@ -54,9 +54,9 @@ def npy_writer(path: str | os.PathLike, shape: tuple[int, ...], dtype: Any) -> I
     faces at 512 px are 55 GB), and renamed onto `path` only if the block succeeds. The file is
     byte for byte what np.save would write."""
     with atomic_path(path) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
-        yield arr
-        arr.flush()
+        # No flush (msync) before the rename: a shared mapping writes through the page cache
+        # that every reader sees, and msync would wait for the disk (np.save does not either).
+        yield np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=tuple(shape))
 
 
 def save_rows(path: str | os.PathLike, src: np.ndarray, rows: np.ndarray, chunk: int = 512) -> None:
@@ -162,7 +162,7 @@ def load_image(
                     im.draft("RGB", (math.ceil(w / k), math.ceil(h / k)))
             im.load()  # forces the decode: truncated files fail here
             scale = im.size[0] / w
-            im = ImageOps.exif_transpose(im)
+            ImageOps.exif_transpose(im, in_place=True)  # no copy of the (common) upright photo
             rgb = _to_rgb(im)
     except ImageDecodeError:
         raise
@@ -207,5 +207,5 @@ def _to_rgb(im) -> np.ndarray:
         im = im.convert("RGBA")
         bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
         im = Image.alpha_composite(bg, im)
-    arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"), dtype=np.uint8)
     return np.ascontiguousarray(arr)

@@ -20,7 +20,9 @@ on batch size or device batching.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 
 import kornia
 import numpy as np
@@ -190,10 +192,8 @@ def synthesize_sketches(
         batches = [(start, min(n, start + batch_size)) for start in range(0, n, batch_size)]
         if pool is None:
             # A helper thread computes the next batch's responses while this one draws: torch
-            # releases the GIL, so FDoG (or the device) and the Python drawing overlap. FDoG
-            # keeps all of torch's threads: at 512 px it is most of the work (on 2 cores,
-            # 24 faces took 3.6 s, against 4.9 s with FDoG held to one thread).
-            with ThreadPoolExecutor(1) as helper:
+            # releases the GIL, so FDoG (or the device) and the Python drawing overlap.
+            with ThreadPoolExecutor(1) as helper, torch_threads(fdog_threads(res)):
                 def respond(a: int, b: int) -> Future:
                     return helper.submit(fdog_batch, images[a:b], landmarks[a:b], style, device)
 
@@ -223,6 +223,27 @@ def synthesize_sketches(
                 a, b = running.pop(job)
                 out[a:b] = job.result()
                 progress.advance(task, b - a)
+
+
+def fdog_threads(res: int) -> int:
+    """torch threads for FDoG on the helper thread while this one draws. Below 256 px the
+    drawing is the larger part, so FDoG leaves it a core; from 256 px up FDoG grows with the
+    area and the drawing only with the outline, so FDoG takes every core. On 2 cores
+    (python -m benchmarks.sketch): 128 px, 204 faces, 2.4 vs 3.2 s with one FDoG thread;
+    512 px, 24 faces, 3.7 vs 5.4 s with two."""
+    cores = torch.get_num_threads()
+    return max(1, cores - 1) if res < 256 else cores
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to n within the block, then put back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def fdog_batch(

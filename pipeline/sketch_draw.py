@@ -584,7 +584,8 @@ def draw_faces(
 
 # Starting workers costs 2-3 s (each pool's fork server imports torch). On 2 cores a pool
 # never paid (python -m benchmarks.sketch --n 32 --resolution 512 --batch-size 4 --workers 2
-# vs 1: 3.4 vs 5.7 faces/s): one process already keeps both busy through torch's threads.
+# vs 1: 4.4 vs 6.9 faces/s): one process already keeps both busy, drawing on one thread
+# while torch computes the next responses on the other.
 # Unless asked for, a pool is started only with this many cores and this much work.
 POOL_MIN_CORES = 4
 POOL_MIN_PIXELS = 10_000_000  # ~600 faces at 128 px, ~40 at 512

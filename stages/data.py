@@ -23,8 +23,8 @@ def _reason_counts(df: pd.DataFrame) -> dict[str, int]:
 
 
 def ingest(
-    source: Optional[str] = typer.Option(None, help="'london' or a folder of photos [params: ingest.source]"),
-    limit: Optional[int] = typer.Option(None, help="keep the first N identities, 0 = all [params: ingest.limit]"),
+    source: Optional[str] = typer.Option(None, help="'london' or a folder of photos (params.yaml: ingest.source)"),
+    limit: Optional[int] = typer.Option(None, help="keep the first N identities, 0 = all (params.yaml: ingest.limit)"),
     out: Path = typer.Option(DATA / "ingest", help="output folder"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
@@ -45,7 +45,7 @@ def ingest(
 
 
 def landmarks(
-    backend: Optional[str] = typer.Option(None, help="auto | dlib | fan [params: landmarks.backend]"),
+    backend: Optional[str] = typer.Option(None, help="auto | dlib | fan (params.yaml: landmarks.backend)"),
     ingest_dir: Path = typer.Option(DATA / "ingest"),
     out: Path = typer.Option(DATA / "landmarks"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
@@ -91,7 +91,7 @@ def align(
 def sketch(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
     out: Path = typer.Option(DATA / "sketch"),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto [params: sketch.device]"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto (params.yaml: sketch.device)"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Hand-drawn-style sketches of the aligned faces (long smooth strokes, not edge maps)."""
@@ -105,11 +105,11 @@ def sketch(
 def sketch_report(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
     sketch_dir: Path = typer.Option(DATA / "sketch"),
-    faces: Optional[int] = typer.Option(None, help="faces measured [params: sketch_report.faces]"),
+    faces: Optional[int] = typer.Option(None, help="faces measured (params.yaml: sketch_report.faces)"),
     resolution: Optional[int] = typer.Option(
-        None, help="also re-align and sketch them at this size; 0 = off [params: sketch_report.resolution]"),
+        None, help="also re-align and sketch them at this size; 0 = off (params.yaml: sketch_report.resolution)"),
     picture: Path = typer.Option(Path("reports/sketch_vs_canny.png"), help="face | Canny | ours PNG (a DVC plot)"),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto [params: sketch.device]"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto (params.yaml: sketch.device)"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Stroke continuity of the sketches against OpenCV Canny on the same faces: mean stroke

@@ -23,21 +23,21 @@ def _names(text: Optional[str]) -> Optional[list[str]]:
 
 
 def dfi_cmd(
-    profile: Optional[str] = typer.Option(None, help="paper | small | micro [params: profile]"),
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro (params.yaml: profile)"),
     data_dir: Optional[str] = typer.Option(None, "--data", help="holds aligned/ and split/ [default: data]"),
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights [default: models]"),
     out_dir: Optional[str] = typer.Option(None, "--out", help="edits as .npy + vectors [default: outputs/dfi]"),
     reports_dir: Optional[str] = typer.Option(None, "--reports", help="dfi.json and dfi/*.png [default: reports]"),
-    attribute: Optional[str] = typer.Option(None, help="manifest column [params: dfi.attribute]"),
-    source_value: Optional[str] = typer.Option(None, help="value without the attribute [params: dfi.source_value]"),
-    target_value: Optional[str] = typer.Option(None, help="value with it [params: dfi.target_value]"),
-    alphas: Optional[str] = typer.Option(None, help="fast DFI steps, comma-separated [params: dfi.alphas]"),
-    parts: Optional[str] = typer.Option(None, help="edited parts, comma-separated [params: dfi.parts]"),
-    spaces: Optional[str] = typer.Option(None, help="geometry,appearance [params: dfi.spaces]"),
-    max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all [params: dfi.max_faces]"),
-    classic_faces: Optional[int] = typer.Option(None, help="faces for VGG DFI [params: dfi.classic_faces]"),
-    classic_iters: Optional[int] = typer.Option(None, help="L-BFGS iterations [params: dfi.classic_iters]"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: dfi.device]"),
+    attribute: Optional[str] = typer.Option(None, help="manifest column (params.yaml: dfi.attribute)"),
+    source_value: Optional[str] = typer.Option(None, help="value without the attribute (params.yaml: dfi.source_value)"),
+    target_value: Optional[str] = typer.Option(None, help="value with it (params.yaml: dfi.target_value)"),
+    alphas: Optional[str] = typer.Option(None, help="fast DFI steps, comma-separated (params.yaml: dfi.alphas)"),
+    parts: Optional[str] = typer.Option(None, help="edited parts, comma-separated (params.yaml: dfi.parts)"),
+    spaces: Optional[str] = typer.Option(None, help="geometry,appearance (params.yaml: dfi.spaces)"),
+    max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all (params.yaml: dfi.max_faces)"),
+    classic_faces: Optional[int] = typer.Option(None, help="faces for VGG DFI (params.yaml: dfi.classic_faces)"),
+    classic_iters: Optional[int] = typer.Option(None, help="L-BFGS iterations (params.yaml: dfi.classic_iters)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: dfi.device)"),
 ) -> None:
     """Smile (or any manifest attribute) vectors from the training split; edits and metrics on the test split."""
     from pipeline.config import pick

@@ -45,10 +45,10 @@ def edit_cmd(
     geometry_sketch: Optional[str] = typer.Option(None, "--geometry-sketch", "-s", help="sketch giving the geometry (photo's frame, or aligned with --aligned)"),
     aligned: bool = typer.Option(False, "--aligned", help="inputs are aligned face crops; write the aligned face"),
     output: Path = typer.Option(..., "--output", "-o", help="output PNG"),
-    profile: Optional[str] = typer.Option(None, help="paper | small | micro [params: profile]"),
-    models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights [params: edit.models_dir]"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: edit.device]"),
-    feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face [params: edit.feather]"),
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro (params.yaml: profile)"),
+    models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights (params.yaml: edit.models_dir)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
+    feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face (params.yaml: edit.feather)"),
 ) -> None:
     """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
     from pipeline.edit import EditInputError, EditRequest, FaceDetector, run_edit
@@ -75,8 +75,8 @@ def sketch_cmd(
     photo: str = typer.Argument(..., help="photo with a face"),
     output: Path = typer.Option(..., "--output", "-o", help="output PNG"),
     in_photo_frame: bool = typer.Option(False, "--in-photo-frame", help="map the sketch onto the photo's own pixels"),
-    profile: Optional[str] = typer.Option(None, help="paper | small | micro: sets the aligned size [params: profile]"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: edit.device]"),
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro: sets the aligned size (params.yaml: profile)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
 ) -> None:
     """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
     from pipeline.edit import EditInputError, FaceDetector, photo_sketch

@@ -14,18 +14,18 @@ from .common import fail, print_metrics, section_with_options
 
 
 def evaluate_cmd(
-    profile: Optional[str] = typer.Option(None, help="paper | small | micro [params: profile]"),
+    profile: Optional[str] = typer.Option(None, help="paper | small | micro (params.yaml: profile)"),
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights [default: models]"),
     components: Optional[str] = typer.Option(None, help="components dir with test/manifest.csv [default: data/components]"),
     aligned: Optional[str] = typer.Option(None, help="aligned faces dir [default: data/aligned]"),
     sketches: Optional[str] = typer.Option(None, help="dataset sketches .npy [default: data/sketch/sketches.npy]"),
     metrics_path: Optional[str] = typer.Option(None, "--metrics", help="metrics JSON [default: reports/evaluate.json]"),
     plots_dir: Optional[str] = typer.Option(None, "--plots", help="PNG grids [default: reports/evaluate]"),
-    max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all [params: evaluate.max_faces]"),
-    swaps_per_face: Optional[int] = typer.Option(None, help="appearance donors per face [params: evaluate.swaps_per_face]"),
-    grid_faces: Optional[int] = typer.Option(None, help="faces in the grids [params: evaluate.grid_faces]"),
-    batch_size: Optional[int] = typer.Option(None, help="[params: evaluate.batch_size]"),
-    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda [params: evaluate.device]"),
+    max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all (params.yaml: evaluate.max_faces)"),
+    swaps_per_face: Optional[int] = typer.Option(None, help="appearance donors per face (params.yaml: evaluate.swaps_per_face)"),
+    grid_faces: Optional[int] = typer.Option(None, help="faces in the grids (params.yaml: evaluate.grid_faces)"),
+    batch_size: Optional[int] = typer.Option(None, help="(params.yaml: evaluate.batch_size)"),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: evaluate.device)"),
 ) -> None:
     """Reconstruction, swap disentanglement and identity metrics on the test split."""
     from pipeline.evaluate import EvalConfig, evaluate

@@ -62,14 +62,14 @@ def _opts(
 
 
 _PART = typer.Option(..., help="eye1 | eye2 | nose | mouth | bg")
-_STEPS = typer.Option(None, help="total optimisation steps [params: train_<stage>.steps]")
-_BATCH = typer.Option(None, help="batch size per process [params: train_<stage>.batch_size]")
-_LR = typer.Option(None, help="Adam learning rate [params: lr]")
-_SEED = typer.Option(None, help="random seed [params: seed]")
-_PROFILE = typer.Option(None, help="paper | small | micro [params: profile]")
-_DEVICE = typer.Option(None, help="auto | cpu | cuda [params: train.device]")
-_AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA [params: train.amp]")
-_AUG = typer.Option(None, "--augment/--no-augment", help="kornia augmentations [params: train.augment.enabled]")
+_STEPS = typer.Option(None, help="total optimisation steps (params.yaml: train_<stage>.steps)")
+_BATCH = typer.Option(None, help="batch size per process (params.yaml: train_<stage>.batch_size)")
+_LR = typer.Option(None, help="Adam learning rate (params.yaml: lr)")
+_SEED = typer.Option(None, help="random seed (params.yaml: seed)")
+_PROFILE = typer.Option(None, help="paper | small | micro (params.yaml: profile)")
+_DEVICE = typer.Option(None, help="auto | cpu | cuda (params.yaml: train.device)")
+_AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA (params.yaml: train.amp)")
+_AUG = typer.Option(None, "--augment/--no-augment", help="kornia augmentations (params.yaml: train.augment.enabled)")
 
 
 def train_sketch_ae_cmd(

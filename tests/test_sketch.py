@@ -176,3 +176,22 @@ def test_gaussian_smooth_matches_scipy():
                 x = rng.normal(size=(n, 2))
                 np.testing.assert_allclose(gaussian_smooth(x, sigma, mode), gaussian_filter1d(x, sigma, axis=0, mode=mode), atol=1e-12)
                 np.testing.assert_allclose(gaussian_smooth(x[:, 0], sigma, mode), gaussian_filter1d(x[:, 0], sigma, mode=mode), atol=1e-12)
+
+
+def test_smooth_strokes_matches_one_stroke_at_a_time():
+    """The batched smoothing of a face's strokes equals smoothing each stroke alone: closed
+    ones wrap, open ones are anchored at their ends, strokes of 1-2 points stay put."""
+    from pipeline.sketch_draw import gaussian_smooth, smooth_polyline, smooth_strokes
+
+    rng = np.random.default_rng(0)
+    lengths, closed = [1, 2, 3, 5, 40, 12, 7, 60], np.array([False, False, True, False, True, False, True, False])
+    strokes = [rng.normal(size=(k, 2)).cumsum(0) for k in lengths]
+    off = np.concatenate(([0], np.cumsum(lengths)))
+    for sigma in (0.8, 2.0, 5.0):
+        batched = smooth_strokes(np.concatenate(strokes), off, sigma, closed, anchored=True)
+        for k, (s, c) in enumerate(zip(strokes, closed)):
+            np.testing.assert_allclose(batched[off[k]:off[k + 1]], smooth_polyline(s, sigma, bool(c)), atol=1e-12)
+        values = [s[:, 0] for s in strokes]
+        batched = smooth_strokes(np.concatenate(values), off, sigma, np.zeros(len(lengths), bool), anchored=False)
+        for k, v in enumerate(values):
+            np.testing.assert_allclose(batched[off[k]:off[k + 1]], gaussian_smooth(v, sigma, "nearest"), atol=1e-12)

@@ -427,7 +427,8 @@ class Trainer:
             if live is not None:
                 # Metrics stay numeric (dvc metrics show); text notes live in the JSON beside the weights.
                 live.summary.update({k: v for k, v in task.summary().items() if isinstance(v, (bool, int, float))})
-                live.summary["images_per_s"] = cfg.batch_size * steps_run / max(wall, 1e-9) if steps_run else 0.0
+                if steps_run:  # a run resumed at its last step keeps the speed it recorded
+                    live.summary["images_per_s"] = cfg.batch_size * steps_run / max(wall, 1e-9)
                 live.end()
         finally:
             if self.dist.owns_group:

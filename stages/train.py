@@ -47,7 +47,7 @@ def _report(result) -> None:
 
     table = Table(title=f"trained {result.weights}", show_header=False)
     table.add_row("steps", f"{result.steps} (resumed from {result.resumed_from})")
-    table.add_row("images/s", f"{result.images_per_s:.1f}")
+    table.add_row("images/s", f"{result.images_per_s:.1f}" if result.steps_run else "- (already complete)")
     for k, v in result.losses.items():
         table.add_row(f"loss {k}", f"{v:.4f}")
     console.print(table)

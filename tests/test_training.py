@@ -262,6 +262,19 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tmp_path, components):
     assert other.resumed_from == 0 and other.steps_run == 5
 
 
+def test_rerun_of_a_finished_stage_keeps_its_recorded_speed(tmp_path, components):
+    """`dvc repro` after a code change reruns a finished stage, which resumes at its last step
+    and runs nothing: its metrics keep the speed measured when it trained, not 0."""
+    from pipeline.training import train_sketch_ae
+
+    cfg = make_cfg(tmp_path, components, "sketch_ae", "mouth")
+    first = train_sketch_ae("mouth", cfg)
+    speed = json.loads((cfg.live_dir / "metrics.json").read_text())["images_per_s"]
+    again = train_sketch_ae("mouth", cfg)
+    assert first.steps_run == 3 and again.steps_run == 0 and again.resumed_from == 3
+    assert speed > 0 and json.loads((cfg.live_dir / "metrics.json").read_text())["images_per_s"] == speed
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

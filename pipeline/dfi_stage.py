@@ -21,7 +21,7 @@ dlib-at-output-size landmarks) and the real smiling photo's identity figures.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -303,16 +303,6 @@ def _alpha_key(alpha: float) -> str:
 # --------------------------------------------------------------------------- grids
 
 
-def _text_image(lines: Sequence[str], width: int = 640) -> np.ndarray:
-    """White image with the given lines of text (the classic grid when VGG-19 is absent)."""
-    import cv2
-
-    img = np.full((24 * len(lines) + 16, width, 3), 255, np.uint8)
-    for i, line in enumerate(lines):
-        cv2.putText(img, line, (8, 24 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return img
-
-
 def _wrap(text: str, width: int = 90) -> list[str]:
     import textwrap
 
@@ -342,7 +332,7 @@ def run_dfi(
     from pipeline.profiles import get_profile
     from pipeline.training import load_editor
     from pipeline.vgg import MissingWeightsError, load_vgg19, vgg_weights_path
-    from pipeline.viz import make_grid
+    from pipeline.viz import make_grid, text_image
 
     cfg = params if isinstance(params, DFIConfig) else DFIConfig.from_params(params)
     cfg.validate()
@@ -435,6 +425,6 @@ def run_dfi(
         save_png(reports_dir / "dfi" / "classic.png", make_grid(cells, nrow=len(cols), col_labels=cols))
     else:
         assert isinstance(classic_metrics, str)
-        save_png(reports_dir / "dfi" / "classic.png", _text_image(["classic DFI not run:", *_wrap(classic_metrics)]))
+        save_png(reports_dir / "dfi" / "classic.png", text_image(["classic DFI not run:", *_wrap(classic_metrics)]))
     save_json(reports_dir / "dfi.json", metrics)
     return metrics

@@ -58,6 +58,11 @@ def run_sketch_report(
     r_cmp = int(report_params.get("resolution", 256))
     summary: dict[str, Any] = {"faces": n}
     if not n:
+        if picture is not None:  # DVC expects the declared plot: say why it is empty
+            from .io import save_png
+            from .viz import text_image
+
+            save_png(picture, text_image([f"no faces measured (sketch_report.faces = {report_params.get('faces')})"]))
         return summary
     faces, ours = np.asarray(images[:n]), np.asarray(sketches[:n])
     summary["continuity"] = compare_with_canny(faces, ours)

@@ -202,3 +202,12 @@ def overlay_sketch(
     out = base.astype(np.float32) * (1 - alpha) + np.asarray(color, np.float32) * alpha
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
+
+
+def text_image(lines: Sequence[str], width: int = 640) -> np.ndarray:
+    """White RGB image with the given lines of text: a plot's stand-in that says why it is
+    empty (DVC expects every declared plot file)."""
+    img = np.full((24 * len(lines) + 16, width, 3), 255, np.uint8)
+    for i, line in enumerate(lines):
+        cv2.putText(img, line, (8, 24 * (i + 1)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return img

@@ -282,6 +282,8 @@ def _check_sketch_stages(out: Path) -> None:
     assert report["continuity_128px"]["fragment_ratio"] > 1.2, report["continuity_128px"]
     sheet = load_image(out / "sheet.png")[0]
     assert sheet.shape[0] > 4 * 128 and sheet.shape[1] > 3 * 128  # 4 rows of face | Canny | ours
+    empty = run_sketch_report({"faces": 0}, {}, out / "aligned", out / "sketch", out / "empty.png")
+    assert empty == {"faces": 0} and load_image(out / "empty.png")[0].min() == 0  # a card saying why
     # Fewer sketches than faces means the sketch stage is stale: a clear error, not a wrong report.
     np.save(out / "sketch" / "sketches.npy", sketches[:5])
     with pytest.raises(ValueError, match="dvc repro sketch"):

@@ -11,7 +11,7 @@ import typer
 from pipeline.config import pick
 from pipeline.io import load_npy
 
-from .common import WORKERS_HELP, params_and_profile, report, stage_params
+from .common import WORKERS_HELP, fail, params_and_profile, report, stage_params
 
 DATA = Path("data")
 
@@ -118,8 +118,14 @@ def sketch_report(
 
     p, sp = stage_params("sketch_report"), stage_params("sketch")
     rp = {"faces": pick(faces, p.get("faces", 16)), "resolution": pick(resolution, p.get("resolution", 256))}
-    summary = run_sketch_report(rp, sp, aligned_dir, sketch_dir, picture,
-                                device=pick(device, sp.get("device", "auto")), workers=workers)
+    for needed in (aligned_dir / "images.npy", sketch_dir / "sketches.npy"):
+        if not needed.exists():
+            fail(f"{needed} is missing: build it first (`dvc repro sketch`)")
+    try:
+        summary = run_sketch_report(rp, sp, aligned_dir, sketch_dir, picture,
+                                    device=pick(device, sp.get("device", "auto")), workers=workers)
+    except ValueError as e:  # stale sketches; names the file and the fix
+        fail(e)
     report("sketch_report", summary)
 
 

@@ -31,3 +31,8 @@ def test_help_names_the_param_behind_each_default():
         r = runner.invoke(app, [command, "--help"], env=WIDE)
         assert r.exit_code == 0, r.output
         assert f"(params.yaml: {param})" in r.output, r.output  # rich must not eat it as markup
+
+
+def test_sketch_report_without_sketches_names_the_missing_file(tmp_path):
+    r = CliRunner().invoke(app, ["sketch-report", "--aligned-dir", str(tmp_path), "--sketch-dir", str(tmp_path)], env=WIDE)
+    assert r.exit_code == 2 and "images.npy is missing" in r.output and "dvc repro sketch" in r.output, r.output

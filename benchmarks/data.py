@@ -57,15 +57,14 @@ def build(london: Path, n_ids: int, res: int, sketch_params: dict, report_params
     t: dict[str, Seconds] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        result = {}
-        t["ingest"] = timed(lambda: result.setdefault(
-            "ing", run_ingest(IngestConfig(source=str(london), limit=n_ids), out / "ingest", workers)))
-        ing = result["ing"]
         man = lambda name: pd.read_csv(out / name, dtype={"id": str, "identity": str})  # noqa: E731
+        # Each step reads what the one before wrote, as the stage commands do.
         steps = [
-            ("landmarks", lambda: run_landmarks(LandmarkConfig(backend="dlib", detect_side=detect_side), ing,
-                                                out / "landmarks", backend=det, workers=workers)),
-            ("align", lambda: run_align(AlignConfig(res), ing, man("landmarks/manifest.csv"),
+            ("ingest", lambda: run_ingest(IngestConfig(source=str(london), limit=n_ids), out / "ingest", workers)),
+            ("landmarks", lambda: run_landmarks(LandmarkConfig(backend="dlib", detect_side=detect_side),
+                                                man("ingest/manifest.csv"), out / "landmarks", backend=det,
+                                                workers=workers)),
+            ("align", lambda: run_align(AlignConfig(res), man("ingest/manifest.csv"), man("landmarks/manifest.csv"),
                                         np.load(out / "landmarks" / "landmarks.npy"), out / "aligned", workers)),
             ("sketch", lambda: run_sketch(sketch_params, out / "aligned", out / "sketch", device="cpu", workers=workers)),
             ("split", lambda: run_split(man("aligned/manifest.csv"), 0.2, 0, out / "split")),
@@ -77,7 +76,7 @@ def build(london: Path, n_ids: int, res: int, sketch_params: dict, report_params
         ]
         for name, fn in steps:
             t[name] = timed(fn)
-        return t, int((ing.status == "ok").sum())
+        return t, int((man("ingest/manifest.csv").status == "ok").sum())
 
 
 REPORT = "sketch report"  # not part of the build: training never reads it

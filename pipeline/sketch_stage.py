@@ -98,9 +98,9 @@ def comparison_sheet(faces: np.ndarray, sketches: np.ndarray, path: Path, n: int
 def realign(aligned_dir: Path, n: int, resolution: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The first n aligned faces again at another resolution, from their source photos."""
     import pandas as pd
-    from PIL import Image
 
     from .align import warp_photo
+    from .io import image_size
     from .parallel import thread_map
 
     manifest = pd.read_csv(aligned_dir / "manifest.csv").iloc[:n]
@@ -109,9 +109,7 @@ def realign(aligned_dir: Path, n: int, resolution: int, workers: int | None = No
     k = resolution / load_npy(aligned_dir / "images.npy").shape[1]
 
     def warp(row) -> np.ndarray:
-        with Image.open(row.path) as im:  # header only: the size
-            short = min(im.size)
-        return warp_photo(row.path, np.array(transforms[row.row]) * k, resolution, short)
+        return warp_photo(row.path, np.array(transforms[row.row]) * k, resolution, min(image_size(row.path)))
 
     faces = np.stack(thread_map(warp, list(manifest.itertuples()), "sketch report: re-aligning faces", workers))
     return faces, np.asarray(landmarks[manifest["row"].to_numpy()]) * k

@@ -6,6 +6,7 @@ cannot: deps/outs that do not match what a stage writes, a param a stage does no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -108,37 +109,41 @@ def test_notebook_runs_on_pipeline_outputs(project):
     assert "edit differs from the reconstruction by" in printed
 
 
-def test_sketch_param_reruns_only_sketch_and_downstream(project):
-    root, env = project
+@contextlib.contextmanager
+def changed_param(root: Path, env: dict, section: str, key: str, value, restore: str):
+    """params.yaml's section.key set to value within the block; afterwards the old value is put
+    back and `dvc repro <restore>` returns the project to its built state (run cache)."""
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["sketch"]["seed"] = 7
+    old = params[section][key]
+    params[section][key] = value
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
+        yield
+    finally:
+        params[section][key] = old
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _run(["dvc", "repro", restore], root, env)
+
+
+def _stages_run(out: str) -> set[str]:
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def test_sketch_param_reruns_only_sketch_and_downstream(project):
+    root, env = project
+    with changed_param(root, env, "sketch", "seed", 7, restore="components"):
         out = _run(["dvc", "repro", "components"], root, env).stdout
-        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-        assert ran == {"sketch", "components"}, out
+        assert _stages_run(out) == {"sketch", "components"}, out
         status = _run(["dvc", "status"], root, env).stdout
         assert "train_sketch_ae@eye1" in status  # training is now out of date: its data changed
         assert not any(f"\n{s}:" in "\n" + status for s in ("ingest", "landmarks", "align", "split")), status
-    finally:
-        params["sketch"]["seed"] = 0
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        _run(["dvc", "repro", "components"], root, env)  # back to the built state (run cache)
 
 
 def test_report_param_reruns_only_the_report(project):
     """The continuity report's settings must not invalidate the sketches (and so training)."""
     root, env = project
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    params["sketch_report"]["faces"] = 3
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
+    with changed_param(root, env, "sketch_report", "faces", 3, restore="sketch_report"):
         out = _run(["dvc", "repro"], root, env).stdout
-        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-        assert ran == {"sketch_report"}, out
+        assert _stages_run(out) == {"sketch_report"}, out
         assert json.loads((root / "reports" / "sketch_report.json").read_text())["faces"] == 3
         assert (root / "reports" / "sketch_vs_canny.png").stat().st_size > 0
-    finally:
-        params["sketch_report"]["faces"] = 4
-        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        _run(["dvc", "repro", "sketch_report"], root, env)

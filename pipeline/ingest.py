@@ -1,4 +1,4 @@
-"""ingest: find the photos, decode each one robustly, and list every file with its status.
+"""ingest: find the photos, check each one robustly, and list every file with its status.
 
 Sources: the London set (local copy via $DFE_LONDON_DIR, or a verified download from its
 public record) or any folder of photos. Nothing is copied: the manifest records where each
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import ImageDecodeError, image_size, load_image, save_csv
+from .io import ImageDecodeError, check_image, save_csv
 from .parallel import thread_map
 from .progress import console
 
@@ -157,7 +157,7 @@ def _label(path: Path, root: Path) -> str:
 
 
 def run_ingest(cfg: IngestConfig, out_dir: Path, workers: int | None = None) -> pd.DataFrame:
-    """List every photo under the source as accepted or rejected with its reason; decodes on
+    """List every photo under the source as accepted or rejected with its reason; checks on
     `workers` threads (None: $DFE_WORKERS or all cores)."""
     root = resolve_london_dir() if cfg.source == "london" else Path(cfg.source)
     if not root.is_dir():
@@ -187,16 +187,15 @@ def run_ingest(cfg: IngestConfig, out_dir: Path, workers: int | None = None) -> 
             row.update(status="rejected", reason=f"not an image file type ({path.suffix or 'no suffix'})")
         else:
             try:
-                # Full-stream decode at the smallest scale libjpeg offers (1/8 when the photo is
-                # large): it still reads every byte, so truncation is caught, at a fraction of 1:1.
-                load_image(path, cfg.max_pixels, cfg.min_side, draft_side=64)
-                width, height = image_size(path)
+                # Headers, size limits and a complete stream, without decoding a whole JPEG
+                # (io.check_image); the decoding stages list a stream that breaks mid-way.
+                width, height = check_image(path, cfg.max_pixels, cfg.min_side)
                 row.update(width=width, height=height)
             except ImageDecodeError as e:
                 row.update(status="rejected", reason=str(e))
         return row
 
-    rows = thread_map(inspect, files, "ingest: decoding photos", workers)
+    rows = thread_map(inspect, files, "ingest: checking photos", workers)
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     if df["id"].duplicated().any():
         dup = df.loc[df["id"].duplicated(), "path"].tolist()[:3]

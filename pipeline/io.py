@@ -137,6 +137,21 @@ def load_image(
     ImageDecodeError with a short reason for empty, truncated, non-image, tiny or
     decompression-bomb-sized files.
     """
+    return _open_checked(path, max_pixels, min_side, draft_side, decode=True)
+
+
+def check_image(path: str | os.PathLike, max_pixels: int = 100_000_000, min_side: int = 1) -> tuple[int, int]:
+    """(width, height) as load_image would return them, for a file load_image should accept;
+    ImageDecodeError with load_image's reason otherwise. Without decoding where the file shows
+    it is whole: a JPEG whose headers parse and whose last bytes are the end-of-image marker
+    (FF D9 cannot occur inside the compressed stream, so a truncated file never ends with it).
+    Everything else (other formats, JPEGs with trailing bytes) is decoded at the smallest
+    scale. About 0.1 ms instead of 2.3 for a 1024 px JPEG; a stream damaged mid-way with its
+    end intact then fails at the first real decode (which most such damage never does)."""
+    return _open_checked(path, max_pixels, min_side, 64, decode=False)
+
+
+def _open_checked(path, max_pixels: int, min_side: int, draft_side: int | None, decode: bool):
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -156,10 +171,15 @@ def load_image(
                 raise ImageDecodeError(f"too large: {w}x{h} exceeds {max_pixels} pixels")
             if min(w, h) < min_side:
                 raise ImageDecodeError(f"too small: {w}x{h}, need at least {min_side} px per side")
+            whole_jpeg = im.format == "JPEG" and data.endswith(b"\xff\xd9")
             if draft_side is not None and im.format == "JPEG":
                 k = min(w, h) / draft_side
                 if k >= 2:
                     im.draft("RGB", (math.ceil(w / k), math.ceil(h / k)))
+            if not decode:
+                if not whole_jpeg:
+                    im.load()  # truncated and broken files fail here
+                return (h, w) if im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS else (w, h)
             im.load()  # forces the decode: truncated files fail here
             scale = im.size[0] / w
             ImageOps.exif_transpose(im, in_place=True)  # no copy of the (common) upright photo
@@ -175,6 +195,10 @@ def load_image(
     return rgb, scale
 
 
+_ORIENTATION = 0x0112  # EXIF tag
+_QUARTER_TURNS = (5, 6, 7, 8)  # orientations that turn the picture a quarter: width and height swap
+
+
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of a photo as load_image returns it (EXIF rotation applied), read from
     its header alone. Raises ImageDecodeError if the file is not an image."""
@@ -183,8 +207,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             w, h = im.size
-            # EXIF orientations 5-8 turn the picture a quarter: width and height swap.
-            return (h, w) if im.getexif().get(0x0112, 1) in (5, 6, 7, 8) else (w, h)
+            return (h, w) if im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS else (w, h)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"not an image: {e}") from None
 

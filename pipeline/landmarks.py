@@ -170,7 +170,7 @@ def run_landmarks(
                "row": -1, "status": "ok", "reason": ""}
         try:
             image, scale = load_image(rec.path, draft_side=cfg.detect_side)
-        except ImageDecodeError as e:  # the file changed since ingest
+        except ImageDecodeError as e:  # broken mid-stream (ingest checks headers and ends) or changed since
             row.update(status="rejected", reason=str(e))
             return row, None, 1.0
         return row, image, scale

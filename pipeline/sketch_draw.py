@@ -269,20 +269,21 @@ def smooth_strokes(x: np.ndarray, off: np.ndarray, sigma: float, closed: np.ndar
 
 
 def catmull_rom(ctrl: np.ndarray, closed: bool, per_segment: int = 8) -> np.ndarray:
-    """Dense (centripetal-free, uniform) Catmull-Rom spline through control points (K,2)."""
+    """Dense (centripetal-free, uniform) Catmull-Rom spline through control points (..., K, 2):
+    one curve, or a batch of curves with the same number of points."""
     ctrl = np.asarray(ctrl, np.float64)
     if closed:
-        p = np.concatenate((ctrl[-1:], ctrl, ctrl[:2]))
-        n_seg = len(ctrl)
+        p = np.concatenate((ctrl[..., -1:, :], ctrl, ctrl[..., :2, :]), -2)
+        n_seg = ctrl.shape[-2]
     else:
-        p = np.concatenate((2 * ctrl[:1] - ctrl[1:2], ctrl, 2 * ctrl[-1:] - ctrl[-2:-1]))
-        n_seg = len(ctrl) - 1
+        p = np.concatenate((2 * ctrl[..., :1, :] - ctrl[..., 1:2, :], ctrl, 2 * ctrl[..., -1:, :] - ctrl[..., -2:-1, :]), -2)
+        n_seg = ctrl.shape[-2] - 1
     t = np.linspace(0, 1, per_segment, endpoint=False)[None, :, None]  # (1,T,1)
-    p0, p1, p2, p3 = (p[i : i + n_seg, None, :] for i in range(4))  # (S,1,2) each
+    p0, p1, p2, p3 = (p[..., i : i + n_seg, None, :] for i in range(4))  # (...,S,1,2) each
     curve = 0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                   + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)  # (S,T,2)
-    curve = curve.reshape(-1, 2)
-    return curve if closed else np.concatenate((curve, ctrl[-1:]))
+                   + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3)  # (...,S,T,2)
+    curve = curve.reshape(*ctrl.shape[:-2], -1, 2)
+    return curve if closed else np.concatenate((curve, ctrl[..., -1:, :]), -2)
 
 
 # ---------------------------------------------------------------------- landmark features
@@ -296,92 +297,133 @@ class Stroke:
     taper_start: bool = True
     taper_end: bool = True
     widths: np.ndarray | None = None  # optional per-point width multiplier (K,)
+    min_width: float = 0.0  # floor of the base width when a template is scaled (pupils)
+
+    def scaled(self, width: float) -> Stroke:
+        """This stroke of a unit-width template at base width `width`."""
+        return replace(self, width=max(self.min_width, self.width * width), min_width=0.0)
 
 
-def feature_strokes(lm: np.ndarray, width: float) -> list[Stroke]:
-    """Spline strokes through the 68 iBUG landmarks (x,y): jaw, brows, eyes, nose, lips."""
-    assert lm.shape == (68, 2), lm.shape
+def feature_strokes(lm: np.ndarray) -> list[list[Stroke]]:
+    """Spline strokes through the 68 iBUG landmarks (x,y) of a batch of faces (B,68,2): jaw,
+    brows, eyes, nose, lips; unit-width templates, in the same order for every face. The
+    geometry is computed for the whole batch at once (per-face NumPy calls on a dozen short
+    curves cost more than the maths)."""
+    assert lm.ndim == 3 and lm.shape[1:] == (68, 2), lm.shape
     lm = lm.astype(np.float64)
-    eye_w = 0.5 * (np.linalg.norm(lm[39] - lm[36]) + np.linalg.norm(lm[45] - lm[42]))
-    strokes: list[Stroke] = []
+    n = len(lm)
+    eye_w = np.array([0.5 * (np.linalg.norm(f[39] - f[36]) + np.linalg.norm(f[45] - f[42])) for f in lm])
+    per_face: list[list[Stroke]] = [[] for _ in range(n)]
 
-    strokes.append(Stroke(catmull_rom(lm[0:17], False), False, width * 1.1))
-    for brow in (lm[17:22], lm[22:27]):
+    def add(pts: np.ndarray, closed: bool, width: float, *args, **kw) -> None:
+        for i in range(n):
+            per_face[i].append(Stroke(pts[i], closed, width, *args, **kw))
+
+    add(catmull_rom(lm[:, 0:17], False), False, 1.1)
+    for brow in (lm[:, 17:22], lm[:, 22:27]):
         # Brows as a tapered band: upper and lower edge meeting at the tail.
         c = catmull_rom(brow, False, 10)
-        tangent = np.gradient(c, axis=0)
-        normal = np.stack((tangent[:, 1], -tangent[:, 0]), 1)
-        normal /= np.linalg.norm(normal, axis=1, keepdims=True).clip(1e-9)
-        normal *= np.sign(normal[:, 1].mean())  # point down the face (+y)
-        inner_first = abs(brow[0, 0] - lm[27, 0]) < abs(brow[-1, 0] - lm[27, 0])
-        if not inner_first:
-            c, normal = c[::-1], normal[::-1]
-        s = np.linspace(0, 1, len(c))
-        thick = 0.3 * eye_w * (1.0 - 0.85 * s**1.5)  # full at the head, near zero at the tail
-        upper, lower = c - 0.4 * thick[:, None] * normal, c + 0.6 * thick[:, None] * normal
+        tangent = np.gradient(c, axis=1)
+        normal = np.stack((tangent[..., 1], -tangent[..., 0]), -1)
+        normal /= np.linalg.norm(normal, axis=2, keepdims=True).clip(1e-9)
+        normal *= np.sign([f[:, 1].mean() for f in normal])[:, None, None]  # point down the face (+y)
+        inner_first = abs(brow[:, 0, 0] - lm[:, 27, 0]) < abs(brow[:, -1, 0] - lm[:, 27, 0])
+        c = np.where(inner_first[:, None, None], c, c[:, ::-1])
+        normal = np.where(inner_first[:, None, None], normal, normal[:, ::-1])
+        s = np.linspace(0, 1, c.shape[1])
+        thick = 0.3 * eye_w[:, None] * (1.0 - 0.85 * s**1.5)  # full at the head, near zero at the tail
+        upper, lower = c - 0.4 * thick[..., None] * normal, c + 0.6 * thick[..., None] * normal
         # One outline: along the top from the head to the tail, back along the bottom, and
         # closed at the head.
-        strokes.append(Stroke(np.concatenate((upper, lower[::-1], upper[:1])), False, width, False, False))
-    for eye in (lm[36:42], lm[42:48]):
-        upper = catmull_rom(eye[0:4], False, 10)
-        lower = catmull_rom(np.concatenate((eye[3:6], eye[0:1])), False, 10)
-        strokes.append(Stroke(upper, False, width * 1.5, taper_start=True, taper_end=True))
-        strokes.append(Stroke(lower, False, width * 0.9))
+        add(np.concatenate((upper, lower[:, ::-1], upper[:, :1]), 1), False, 1.0, False, False)
+    for eye in (lm[:, 36:42], lm[:, 42:48]):
+        upper = catmull_rom(eye[:, 0:4], False, 10)
+        lower = catmull_rom(np.concatenate((eye[:, 3:6], eye[:, 0:1]), 1), False, 10)
+        for i in range(n):
+            per_face[i] += [Stroke(upper[i], False, 1.5), Stroke(lower[i], False, 0.9)]
     # Nose as one stroke, as a person draws it: a light line down the shaded side of the
     # bridge flowing into the left alar wing, the bottom arc through the nostrils, the right wing.
-    up = lm[30] - lm[33]
-    side_l, side_r = lm[31] - lm[33], lm[35] - lm[33]
-    wing_l = [lm[31] + 1.4 * up + 0.15 * side_l, lm[31] + 0.6 * up + 0.3 * side_l, lm[31] + 0.2 * side_l]
-    wing_r = [lm[35] + 0.2 * side_r, lm[35] + 0.6 * up + 0.3 * side_r, lm[35] + 1.4 * up + 0.15 * side_r]
-    bridge = [lm[28] + 0.45 * side_l, lm[29] + 0.45 * side_l]
-    ctrl = np.array(bridge + wing_l + list(lm[31:36]) + wing_r)
+    up = lm[:, 30] - lm[:, 33]
+    side_l, side_r = lm[:, 31] - lm[:, 33], lm[:, 35] - lm[:, 33]
+    wing_l = [lm[:, 31] + 1.4 * up + 0.15 * side_l, lm[:, 31] + 0.6 * up + 0.3 * side_l, lm[:, 31] + 0.2 * side_l]
+    wing_r = [lm[:, 35] + 0.2 * side_r, lm[:, 35] + 0.6 * up + 0.3 * side_r, lm[:, 35] + 1.4 * up + 0.15 * side_r]
+    bridge = [lm[:, 28] + 0.45 * side_l, lm[:, 29] + 0.45 * side_l]
+    ctrl = np.stack(bridge + wing_l + [lm[:, k] for k in range(31, 36)] + wing_r, 1)
     nose = catmull_rom(ctrl, False, 6)
-    weight = np.interp(np.arange(len(nose)), [0, 2 * 6, 3 * 6, len(nose) - 1], [0.5, 0.6, 1.0, 1.0])
-    strokes.append(Stroke(nose, False, width, widths=weight))
+    weight = np.interp(np.arange(nose.shape[1]), [0, 2 * 6, 3 * 6, nose.shape[1] - 1], [0.5, 0.6, 1.0, 1.0])
+    add(nose, False, 1.0, widths=weight)
     # Lips: outer contour, and the inner contour (the mouth line when closed).
-    strokes.append(Stroke(catmull_rom(lm[48:60], True), True, width * 1.1, False, False))
-    inner = np.concatenate((lm[48:49], lm[60:65], lm[54:55], lm[65:68]))
-    strokes.append(Stroke(catmull_rom(inner, True), True, width * 1.2, False, False))
-    return strokes
+    add(catmull_rom(lm[:, 48:60], True), True, 1.1, False, False)
+    inner = np.concatenate((lm[:, 48:49], lm[:, 60:65], lm[:, 54:55], lm[:, 65:68]), 1)
+    add(catmull_rom(inner, True), True, 1.2, False, False)
+    return per_face
 
 
-def iris_strokes(gray: np.ndarray, lm: np.ndarray, width: float) -> list[Stroke]:
-    """Iris circle (clipped to the eye opening) and a filled pupil for each eye.
+_CIRCLE = np.linspace(0, 2 * np.pi, 48, endpoint=False)
+_UNIT_CIRCLE = np.stack((np.cos(_CIRCLE), np.sin(_CIRCLE)), 1)  # (48,2)
+
+
+def inside_polygon(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Which of points (..., P, 2) lie inside the closed polygon (..., V, 2) of the same batch:
+    even-odd crossings of a ray toward +x, for all points and edges at once."""
+    a = polygon[..., None, :, :]  # (...,1,V,2)
+    b = np.roll(polygon, -1, axis=-2)[..., None, :, :]
+    x, y = points[..., :, None, 0], points[..., :, None, 1]  # (...,P,1)
+    spans = (a[..., 1] > y) != (b[..., 1] > y)  # edges the horizontal line through the point crosses
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cross_x = a[..., 0] + (y - a[..., 1]) * (b[..., 0] - a[..., 0]) / (b[..., 1] - a[..., 1])
+    return (spans & (x < cross_x)).sum(-1) % 2 == 1
+
+
+def iris_strokes(grays: np.ndarray, lm: np.ndarray) -> list[list[Stroke]]:
+    """Iris circle (clipped to the eye opening) and a filled pupil for each eye of a batch of
+    faces (grays (B,R,R), landmarks (B,68,2)); unit-width templates.
 
     The iris centre is the darkness-weighted centroid of the eye opening; its radius is a
     fixed fraction of the eye width (the visible iris spans about 40% of it).
     """
-    strokes: list[Stroke] = []
-    for eye in (lm[36:42], lm[42:48]):
-        eye_w = float(np.linalg.norm(eye[3] - eye[0]))
-        if eye_w < 4:
-            continue
-        opening = catmull_rom(eye, True, 6)
-        mask = np.zeros(gray.shape, np.uint8)
-        cv2.fillPoly(mask, [np.round(opening).astype(np.int32)], 1)
-        ys, xs = np.nonzero(mask)
-        if len(xs) < 4:
-            continue
-        dark = (1.0 - gray[ys, xs]) ** 4
-        centre = np.array([np.sum(dark * xs), np.sum(dark * ys)]) / max(dark.sum(), 1e-9)
-        radius = 0.21 * eye_w
-        angles = np.linspace(0, 2 * np.pi, 48, endpoint=False)
-        circle = centre + radius * np.stack((np.cos(angles), np.sin(angles)), 1)
-        inside = np.array([cv2.pointPolygonTest(opening.astype(np.float32), (float(x), float(y)), False) >= 0
-                           for x, y in circle])
-        if inside.all():
-            strokes.append(Stroke(circle, True, width * 0.8))
-        elif inside.any():
-            start = int(np.argmin(inside))  # rotate so runs of inside points are contiguous
-            inside, circle = np.roll(inside, -start), np.roll(circle, -start, axis=0)
-            edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
-            for lo, hi in zip(edges[::2] + 1, list(edges[1::2] + 1) + [len(inside)]):
-                if hi - lo >= 3:
-                    strokes.append(Stroke(circle[lo:hi], False, width * 0.8))
-        pupil_r = 0.35 * radius
-        strokes.append(Stroke(centre + 0.5 * pupil_r * np.stack((np.cos(angles), np.sin(angles)), 1),
-                              True, max(pupil_r, width)))
-    return strokes
+    lm = lm.astype(np.float64)
+    n = len(lm)
+    eyes = np.stack((lm[:, 36:42], lm[:, 42:48]), 1)  # (B,2,6,2)
+    openings = catmull_rom(eyes, True, 6)  # (B,2,36,2)
+    eye_w = np.array([[float(np.linalg.norm(e[3] - e[0])) for e in f] for f in eyes])  # (B,2)
+    centres = np.zeros((n, 2, 2))
+    usable = eye_w >= 4
+    for i in range(n):
+        for k in range(2):
+            if not usable[i, k]:
+                continue
+            mask = np.zeros(grays[i].shape, np.uint8)
+            cv2.fillPoly(mask, [np.round(openings[i, k]).astype(np.int32)], 1)
+            ys, xs = np.nonzero(mask)
+            if len(xs) < 4:
+                usable[i, k] = False
+                continue
+            dark = (1.0 - grays[i][ys, xs]) ** 4
+            centres[i, k] = np.array([np.sum(dark * xs), np.sum(dark * ys)]) / max(dark.sum(), 1e-9)
+    radii = 0.21 * eye_w
+    circles = centres[..., None, :] + radii[..., None, None] * _UNIT_CIRCLE  # (B,2,48,2)
+    # In float32, as OpenCV's polygon test took them (same decisions on the London faces).
+    f32 = lambda x: x.astype(np.float32).astype(np.float64)  # noqa: E731
+    inside_all = inside_polygon(f32(circles), f32(openings))  # (B,2,48)
+    per_face: list[list[Stroke]] = [[] for _ in range(n)]
+    for i in range(n):
+        for k in range(2):
+            if not usable[i, k]:
+                continue
+            inside, circle, radius = inside_all[i, k], circles[i, k], radii[i, k]
+            if inside.all():
+                per_face[i].append(Stroke(circle, True, 0.8))
+            elif inside.any():
+                start = int(np.argmin(inside))  # rotate so runs of inside points are contiguous
+                inside, circle = np.roll(inside, -start), np.roll(circle, -start, axis=0)
+                edges = np.flatnonzero(np.diff(inside.astype(np.int8)))
+                for lo, hi in zip(edges[::2] + 1, list(edges[1::2] + 1) + [len(inside)]):
+                    if hi - lo >= 3:
+                        per_face[i].append(Stroke(circle[lo:hi], False, 0.8))
+            pupil_r = 0.35 * radius
+            per_face[i].append(Stroke(centres[i, k] + 0.5 * pupil_r * _UNIT_CIRCLE, True, 1.0, min_width=pupil_r))
+    return per_face
 
 
 def feature_mask(lm: np.ndarray, strokes: list[Stroke], shape: tuple[int, int], res: int) -> np.ndarray:
@@ -511,17 +553,26 @@ def jitter_strokes(polylines: list[np.ndarray], draws: list[JitterDraws | None],
     return result
 
 
+def feature_templates(grays: np.ndarray, landmarks: np.ndarray) -> list[list[Stroke]]:
+    """Landmark-guided strokes (features, then irises) of a batch of faces, unit width."""
+    return [a + b for a, b in zip(feature_strokes(landmarks), iris_strokes(grays, landmarks))]
+
+
 def sketch_one(
-    response: np.ndarray, gray: np.ndarray, landmarks: np.ndarray, style: SketchStyle, rng: np.random.Generator
+    response: np.ndarray, gray: np.ndarray, landmarks: np.ndarray, style: SketchStyle, rng: np.random.Generator,
+    templates: list[Stroke] | None = None,
 ) -> np.ndarray:
-    """One face: FDoG response and normalised gray (R,R) float, landmarks (68,2) -> (R,R) uint8."""
+    """One face: FDoG response and normalised gray (R,R) float, landmarks (68,2) -> (R,R) uint8.
+    `templates`: this face's feature_templates when computed with its batch's."""
     res = response.shape[0]
     px = res / REF_RES
     ink = response < -style.threshold
     features: list[Stroke] = []
     if style.feature_strokes:
         fw = style.width * style.feature_width * px
-        features = feature_strokes(landmarks, fw) + iris_strokes(gray, landmarks, fw)
+        if templates is None:
+            templates = feature_templates(gray[None], landmarks[None])[0]
+        features = [st.scaled(fw) for st in templates]
         ink &= ~feature_mask(landmarks, features, ink.shape, res)
     skel = remove_small_objects(skeletonize(ink), max_size=int(style.spur_length * px), connectivity=2)
     strength = np.clip(-response, 0, None)
@@ -575,10 +626,12 @@ def draw_faces(
     """Sketches of consecutive faces first_index, first_index+1, ...: responses and grays
     (B,R,R) float, landmarks (B,68,2) -> (B,R,R) uint8. A pool worker's unit of work."""
     out = np.empty(responses.shape, np.uint8)
+    grays, landmarks = grays.astype(np.float64), landmarks.astype(np.float64)
+    templates = feature_templates(grays, landmarks) if style.feature_strokes else [None] * len(responses)
     for j in range(len(responses)):
         rng = face_rng(seed, first_index + j)
-        out[j] = sketch_one(responses[j].astype(np.float64), grays[j].astype(np.float64),
-                            landmarks[j].astype(np.float64), sample_style(style, rng), rng)
+        out[j] = sketch_one(responses[j].astype(np.float64), grays[j], landmarks[j], sample_style(style, rng), rng,
+                            templates[j])
     return out
 
 

@@ -40,7 +40,8 @@ def awkward_dir(tmp_path_factory, london: Path) -> Path:
     """A folder with every kind of file a user's photo folder holds, faces and non-faces.
 
     Expected outcome per file is encoded in its name: ok_* are accepted photos with one face,
-    two_faces_* has two, noface_* decodes but has no face, bad_* must be rejected by ingest.
+    two_faces_* has two, noface_* decodes but has no face, bad_* must be rejected by ingest,
+    broken_* passes ingest's check (whole headers, complete stream) and fails its first decode.
     """
     from PIL import Image
 
@@ -68,6 +69,12 @@ def awkward_dir(tmp_path_factory, london: Path) -> Path:
     (d / "bad_empty.jpg").write_bytes(b"")
     full = _jpeg(face)
     (d / "bad_truncated.jpg").write_bytes(full[: len(full) // 2])
+    # A frame header in the middle of the compressed stream: libjpeg gives up there, yet the
+    # file ends with its end-of-image marker like a whole one.
+    mid = len(full) // 2
+    (d / "broken_midstream.jpg").write_bytes(full[:mid] + b"\xff\xc0\x00\x11" + full[mid + 4 :])
+    # Bytes after the end-of-image marker (camera trailers): a whole photo, accepted.
+    (d / "ok_trailer.jpg").write_bytes(full + b"camera maker notes\x00" * 8)
     (d / "bad_not_image.jpg").write_bytes(b"this is a text file, not a JPEG\n" * 20)
     (d / "bad_notes.txt").write_text("not a photo")
     Image.fromarray(face).resize((24, 24)).save(d / "bad_tiny.png")

@@ -12,7 +12,7 @@ from pipeline import PARTS
 from pipeline.align import AlignConfig, alignment_quad, alignment_transform, paste_back, run_align, transform_points
 from pipeline.components import contact_sheet, crop_parts, run_components
 from pipeline.ingest import IngestConfig, run_ingest
-from pipeline.io import ImageDecodeError, atomic_path, load_image
+from pipeline.io import ImageDecodeError, atomic_path, check_image, load_image
 from pipeline.landmarks import LandmarkConfig, run_landmarks
 from pipeline.profiles import part_boxes
 from pipeline.split import split_by_identity
@@ -45,11 +45,48 @@ def test_ingest_lists_every_file_with_a_reason(awkward_dir, awkward_run):
     assert reasons["bad_dangling_link"].startswith("unreadable")
 
 
+def test_ingest_check_agrees_with_a_full_decode(awkward_dir):
+    """io.check_image (ingest: headers and a complete stream) gives load_image's size, or
+    load_image's reason, for every awkward file, without decoding a whole JPEG."""
+    from PIL import JpegImagePlugin
+
+    for path in sorted(awkward_dir.iterdir()):
+        try:
+            img, _ = load_image(path, 80_000_000, 128)
+        except ImageDecodeError as e:
+            if path.stem.startswith("broken_"):  # damage mid-stream: found by the first decode
+                assert check_image(path, 80_000_000, 128) == (512, 512)
+                continue
+            with pytest.raises(ImageDecodeError) as caught:
+                check_image(path, 80_000_000, 128)
+            assert str(caught.value) == str(e), path.name
+            continue
+        assert check_image(path, 80_000_000, 128) == (img.shape[1], img.shape[0]), path.name
+    jpeg_load = JpegImagePlugin.JpegImageFile.load
+    try:
+        JpegImagePlugin.JpegImageFile.load = None  # any decode would now fail
+        assert check_image(awkward_dir / "ok_exif_rotated.jpg") == (512, 512)
+        with pytest.raises(TypeError):
+            check_image(awkward_dir / "ok_trailer.jpg")  # no end marker at the end: decoded
+    finally:
+        JpegImagePlugin.JpegImageFile.load = jpeg_load
+
+
+def test_a_stream_broken_midway_is_listed_by_landmarks(awkward_run):
+    """Ingest accepts it (its end is intact); the first decode fails and lists it, not a crash."""
+    ing, lm = awkward_run[0].set_index("id"), awkward_run[1].set_index("id")
+    assert ing.loc["broken_midstream", "status"] == "ok"
+    assert lm.loc["broken_midstream", "status"] == "rejected"
+    assert lm.loc["broken_midstream", "reason"].startswith("corrupt or truncated")
+    assert "broken_midstream" not in set(awkward_run[2].query("status == 'ok'").id)
+
+
 def test_landmarks_face_counts(awkward_run):
     lm = awkward_run[1].set_index("id")
     assert lm.loc["noface_flat", "status"] == "rejected" and lm.loc["noface_flat", "reason"] == "no face found"
     assert lm.loc["two_faces", "n_faces"] == 2 and lm.loc["two_faces", "status"] == "ok"
-    for name in ["ok_plain", "ok_gray", "ok_16bit", "ok_cmyk", "ok_palette", "ok_rgba", "ok_exif_rotated"]:
+    for name in ["ok_plain", "ok_gray", "ok_16bit", "ok_cmyk", "ok_palette", "ok_rgba", "ok_exif_rotated",
+                 "ok_trailer"]:
         assert lm.loc[name, "status"] == "ok", (name, lm.loc[name, "reason"])
         assert lm.loc[name, "n_faces"] == 1
 

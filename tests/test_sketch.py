@@ -195,3 +195,39 @@ def test_smooth_strokes_matches_one_stroke_at_a_time():
         batched = smooth_strokes(np.concatenate(values), off, sigma, np.zeros(len(lengths), bool), anchored=False)
         for k, v in enumerate(values):
             np.testing.assert_allclose(batched[off[k]:off[k + 1]], gaussian_smooth(v, sigma, "nearest"), atol=1e-12)
+
+
+def test_inside_polygon_agrees_with_opencv():
+    """The vectorised even-odd test decides as cv2.pointPolygonTest on points off the edges."""
+    from pipeline.sketch_draw import catmull_rom, inside_polygon
+
+    rng = np.random.default_rng(0)
+    # Eye-like closed splines (as the iris test uses) and random star-shaped polygons.
+    eyes = np.array([[10, 20], [14, 16], [20, 15], [26, 19], [20, 23], [14, 23]], np.float64)
+    polygons = [catmull_rom(eyes + rng.normal(0, 1.5, eyes.shape), True, 6) for _ in range(20)]
+    angles = np.sort(rng.uniform(0, 2 * np.pi, (20, 12)), 1)
+    polygons += [np.stack((np.cos(a), np.sin(a)), 1) * rng.uniform(3, 9, (12, 1)) + 20 for a in angles]
+    checked = 0
+    for poly in polygons:
+        pts = rng.uniform(8, 32, (200, 2))
+        ours = inside_polygon(pts, poly)
+        for (x, y), got in zip(pts, ours):
+            d = cv2.pointPolygonTest(poly.astype(np.float32), (float(x), float(y)), True)
+            if abs(d) > 1e-3:  # on an edge either answer is right
+                assert got == (d > 0)
+                checked += 1
+    assert checked > 7000
+    batch = np.stack(polygons[:4])
+    np.testing.assert_array_equal(inside_polygon(np.repeat(pts[None], 4, 0), batch),
+                                  np.stack([inside_polygon(pts, p) for p in polygons[:4]]))
+
+
+def test_catmull_rom_batch_equals_one_curve_at_a_time():
+    from pipeline.sketch_draw import catmull_rom
+
+    ctrl = np.random.default_rng(1).normal(0, 10, (5, 7, 2))
+    for closed in (False, True):
+        batch = catmull_rom(ctrl, closed, 6)
+        for one, c in zip(batch, ctrl):
+            np.testing.assert_array_equal(one, catmull_rom(c, closed, 6))
+        assert batch.shape == (5, 7 * 6 if closed else 6 * 6 + 1, 2)

@@ -48,15 +48,19 @@ def _gauss_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _quantile_rows(x: torch.Tensor, q: float) -> torch.Tensor:
-    """torch.quantile(x, q, dim=1) (linear interpolation) by selection instead of a full sort:
-    several times faster on CPU."""
-    pos = q * (x.shape[1] - 1)
-    k = int(pos)
-    a = torch.kthvalue(x, k + 1, dim=1).values
-    if pos == k:
-        return a
-    b = torch.kthvalue(x, k + 2, dim=1).values
-    return a + (pos - k) * (b - a)
+    """torch.quantile(x, q, dim=1) (linear interpolation) from the few order statistics it
+    needs (torch.topk on the nearer tail) instead of a full sort: the same values, several
+    times faster on CPU."""
+    n = x.shape[1]
+    pos = q * (n - 1)
+    k = int(pos)  # the result lies between the (k)th and (k+1)th smallest, counting from 0
+    if k + 2 <= n - k:  # low quantile: the k+2 smallest, ascending
+        low = torch.topk(x, min(n, k + 2), dim=1, largest=False).values
+        a, b = low[:, k], low[:, min(k + 1, n - 1)]
+    else:  # high quantile: the n-k largest, descending; ascending rank r sits at n-1-r
+        high = torch.topk(x, n - k, dim=1).values
+        a, b = high[:, n - k - 1], high[:, max(n - k - 2, 0)]
+    return a if pos == k else a + (pos - k) * (b - a)
 
 
 def _normalised_gray(images: torch.Tensor) -> torch.Tensor:

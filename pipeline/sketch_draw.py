@@ -301,7 +301,8 @@ class Stroke:
 
     def scaled(self, width: float) -> Stroke:
         """This stroke of a unit-width template at base width `width`."""
-        return replace(self, width=max(self.min_width, self.width * width), min_width=0.0)
+        return Stroke(self.pts, self.closed, max(self.min_width, self.width * width), self.taper_start,
+                      self.taper_end, self.widths)
 
 
 def feature_strokes(lm: np.ndarray) -> list[list[Stroke]]:
@@ -432,8 +433,10 @@ def feature_mask(lm: np.ndarray, strokes: list[Stroke], shape: tuple[int, int], 
     the features (irises, lid creases, nostrils) is kept: it is what makes a face individual."""
     mask = np.zeros(shape, np.uint8)
     band = max(1, int(round(0.025 * res)))
-    for st in strokes:
-        cv2.polylines(mask, [np.round(st.pts).astype(np.int32)], st.closed, 1, thickness=band)
+    for closed in (False, True):  # one call each: the mask only takes 1s, so order does not matter
+        lines = [np.round(st.pts).astype(np.int32) for st in strokes if st.closed == closed]
+        if lines:
+            cv2.polylines(mask, lines, closed, 1, thickness=band)
     pad = max(1, int(round(0.02 * res)))
     for idx in (slice(17, 22), slice(22, 27)):
         hull = cv2.convexHull(np.round(lm[idx]).astype(np.int32))

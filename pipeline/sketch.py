@@ -197,6 +197,7 @@ def synthesize_sketches(
         if pool is None:
             # A helper thread computes the next batch's responses while this one draws: torch
             # releases the GIL, so FDoG (or the device) and the Python drawing overlap.
+            batches = overlap_batches(n, batch_size)
             with ThreadPoolExecutor(1) as helper, torch_threads(fdog_threads(res)):
                 def respond(a: int, b: int) -> Future:
                     return helper.submit(fdog_batch, images[a:b], landmarks[a:b], style, device)
@@ -227,6 +228,16 @@ def synthesize_sketches(
                 a, b = running.pop(job)
                 out[a:b] = job.result()
                 progress.advance(task, b - a)
+
+
+def overlap_batches(n: int, size: int) -> list[tuple[int, int]]:
+    """[start, stop) batches of `size` faces for the helper-thread overlap, with the first and
+    last `size` faces in quarter batches: the first responses have no drawing to overlap
+    with, nor the last drawing any responses, so those waits are kept short."""
+    small = max(1, size // 4)
+    tail = max(size, n - size)
+    cuts = [*range(0, min(n, size), small), *range(size, tail, size), *range(tail, n, small), n]
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if a < b]
 
 
 def fdog_threads(res: int) -> int:

@@ -245,3 +245,14 @@ def test_quantile_rows_matches_torch_quantile():
         x[:, : n // 3] = 0.5  # ties
         for q in (0.0, 0.01, 0.3, 0.5, 0.99, 1.0):
             torch.testing.assert_close(_quantile_rows(x, q), torch.quantile(x, q, dim=1), rtol=0, atol=1e-6)
+
+
+def test_overlap_batches_cover_every_face_once_in_order():
+    from pipeline.sketch import overlap_batches
+
+    for n, size in [(0, 16), (1, 16), (5, 16), (16, 16), (17, 16), (40, 16), (204, 16), (10, 1), (7, 3)]:
+        batches = overlap_batches(n, size)
+        assert [i for a, b in batches for i in range(a, b)] == list(range(n))
+        assert all(b - a <= size for a, b in batches)
+    sizes = [b - a for a, b in overlap_batches(204, 16)]
+    assert sizes[:4] == sizes[-4:] == [4, 4, 4, 4] and max(sizes) == 16  # short waits at both ends

@@ -241,12 +241,13 @@ def overlap_batches(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def fdog_threads(res: int) -> int:
-    """torch threads for FDoG on the helper thread while this one draws. Below 256 px the
-    drawing is the larger part, so FDoG leaves it a core; from 256 px up FDoG grows with the
-    area and the drawing only with the outline, so FDoG takes every core. On 2 cores
-    (python -m benchmarks.sketch --workers 1 --fdog-threads 1|2), one FDoG thread vs two:
-    128 px, 204 faces: 1.5 vs 1.9 s; 256 px, 64 faces (--batch-size 8): 2.4 vs 1.9 s;
-    512 px, 24 faces (--batch-size 4): 4.5 vs 2.9 s."""
+    """torch threads for FDoG on the helper thread while this one draws. Below 256 px FDoG
+    and the drawing take about as long, so FDoG leaves the drawing a core; from 256 px up FDoG
+    grows with the area and the drawing only with the outline, so FDoG takes every core. On
+    2 cores (python -m benchmarks.sketch --workers 1 --fdog-threads 1|2, interleaved runs),
+    one FDoG thread vs two: 128 px, 204 faces: 1.53 vs 1.88 s (best of 3); 256 px, 64 faces
+    (--batch-size 8): even (2.7-3.2 vs 2.4-3.3 s); 512 px, 24 faces (--batch-size 4): 5.5 vs
+    3.8-4.9 s."""
     cores = torch.get_num_threads()
     return max(1, cores - 1) if res < 256 else cores
 

@@ -45,7 +45,7 @@ def test_ingest_lists_every_file_with_a_reason(awkward_dir, awkward_run):
     assert reasons["bad_dangling_link"].startswith("unreadable")
 
 
-def test_ingest_check_agrees_with_a_full_decode(awkward_dir):
+def test_ingest_check_agrees_with_a_full_decode(awkward_dir, tmp_path):
     """io.check_image (ingest: headers and a complete stream) gives load_image's size, or
     load_image's reason, for every awkward file, without decoding a whole JPEG."""
     from PIL import JpegImagePlugin
@@ -62,10 +62,18 @@ def test_ingest_check_agrees_with_a_full_decode(awkward_dir):
             assert str(caught.value) == str(e), path.name
             continue
         assert check_image(path, 80_000_000, 128) == (img.shape[1], img.shape[0]), path.name
+    # A portrait stored on its side (EXIF orientation 6): reported upright, as decoded.
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    side = tmp_path / "side.jpg"
+    Image.new("RGB", (300, 200), (90, 120, 150)).save(side, "JPEG", exif=exif.tobytes())
+    assert load_image(side)[0].shape[:2] == (300, 200)
     jpeg_load = JpegImagePlugin.JpegImageFile.load
     try:
         JpegImagePlugin.JpegImageFile.load = None  # any decode would now fail
-        assert check_image(awkward_dir / "ok_exif_rotated.jpg") == (512, 512)
+        assert check_image(side) == (200, 300)
         with pytest.raises(TypeError):
             check_image(awkward_dir / "ok_trailer.jpg")  # no end marker at the end: decoded
     finally:

@@ -28,7 +28,7 @@ def ingest(
     out: Path = typer.Option(DATA / "ingest", help="output folder"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
-    """Find and decode every photo; list each one as accepted or rejected with its reason."""
+    """Find and check every photo; list each one as accepted or rejected with its reason."""
     from pipeline.ingest import IngestConfig, run_ingest
 
     p = stage_params("ingest")

@@ -137,7 +137,15 @@ def load_image(
     ImageDecodeError with a short reason for empty, truncated, non-image, tiny or
     decompression-bomb-sized files.
     """
-    return _open_checked(path, max_pixels, min_side, draft_side, decode=True)
+    from PIL import ImageOps
+
+    with _opened(path, max_pixels, min_side) as (im, _):
+        w = im.size[0]
+        _draft(im, draft_side)
+        im.load()  # forces the decode: truncated files fail here
+        scale = im.size[0] / w
+        ImageOps.exif_transpose(im, in_place=True)  # no copy of the (common) upright photo
+        return _to_rgb(im), scale
 
 
 def check_image(path: str | os.PathLike, max_pixels: int = 100_000_000, min_side: int = 1) -> tuple[int, int]:
@@ -148,11 +156,19 @@ def check_image(path: str | os.PathLike, max_pixels: int = 100_000_000, min_side
     Everything else (other formats, JPEGs with trailing bytes) is decoded at the smallest
     scale. About 0.1 ms instead of 2.3 for a 1024 px JPEG; a stream damaged mid-way with its
     end intact then fails at the first real decode (which most such damage never does)."""
-    return _open_checked(path, max_pixels, min_side, 64, decode=False)
+    with _opened(path, max_pixels, min_side) as (im, data):
+        w, h = im.size
+        if not (im.format == "JPEG" and data.endswith(b"\xff\xd9")):
+            _draft(im, 64)
+            im.load()  # truncated and broken files fail here
+        return (h, w) if im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS else (w, h)
 
 
-def _open_checked(path, max_pixels: int, min_side: int, draft_side: int | None, decode: bool):
-    from PIL import Image, ImageOps, UnidentifiedImageError
+@contextmanager
+def _opened(path: str | os.PathLike, max_pixels: int, min_side: int) -> Iterator[tuple[Any, bytes]]:
+    """The photo opened from its headers (PIL image, file bytes), its size within limits; any
+    failure inside the block becomes an ImageDecodeError with a short reason."""
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     try:
@@ -171,19 +187,7 @@ def _open_checked(path, max_pixels: int, min_side: int, draft_side: int | None, 
                 raise ImageDecodeError(f"too large: {w}x{h} exceeds {max_pixels} pixels")
             if min(w, h) < min_side:
                 raise ImageDecodeError(f"too small: {w}x{h}, need at least {min_side} px per side")
-            whole_jpeg = im.format == "JPEG" and data.endswith(b"\xff\xd9")
-            if draft_side is not None and im.format == "JPEG":
-                k = min(w, h) / draft_side
-                if k >= 2:
-                    im.draft("RGB", (math.ceil(w / k), math.ceil(h / k)))
-            if not decode:
-                if not whole_jpeg:
-                    im.load()  # truncated and broken files fail here
-                return (h, w) if im.getexif().get(_ORIENTATION, 1) in _QUARTER_TURNS else (w, h)
-            im.load()  # forces the decode: truncated files fail here
-            scale = im.size[0] / w
-            ImageOps.exif_transpose(im, in_place=True)  # no copy of the (common) upright photo
-            rgb = _to_rgb(im)
+            yield im, data
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
@@ -192,7 +196,15 @@ def _open_checked(path, max_pixels: int, min_side: int, draft_side: int | None, 
         raise ImageDecodeError(f"too large: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"corrupt or truncated: {e}") from None
-    return rgb, scale
+
+
+def _draft(im, side: int | None) -> None:
+    """Let a JPEG decode at the smallest DCT scale whose short side is still >= side."""
+    if side is not None and im.format == "JPEG":
+        w, h = im.size
+        k = min(w, h) / side
+        if k >= 2:
+            im.draft("RGB", (math.ceil(w / k), math.ceil(h / k)))
 
 
 _ORIENTATION = 0x0112  # EXIF tag

@@ -204,39 +204,13 @@ def link_gaps(chains: list[Chain], max_gap: float, min_cos: float = 0.5) -> list
         chains = [c for k, c in enumerate(chains) if k not in (ci, cj)] + [merged]
 
 
-def gaussian_smooth(x: np.ndarray, sigma: float, mode: str) -> np.ndarray:
-    """Gaussian filter along axis 0, as scipy.ndimage.gaussian_filter1d (truncate 4) with mode
-    'nearest' or 'wrap'. Ours so pool workers need not import scipy.ndimage (~0.4 s a worker)."""
-    radius = int(4.0 * sigma + 0.5)
-    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    kernel /= kernel.sum()
-    n = len(x)
-    idx = np.arange(-radius, n + radius)
-    padded = x[np.clip(idx, 0, n - 1) if mode == "nearest" else idx % n]  # one gather: cheap on short strokes
-    if x.ndim == 1:
-        return np.convolve(padded, kernel, "valid")
-    return np.stack([np.convolve(padded[:, c], kernel, "valid") for c in range(x.shape[1])], 1)
-
-
-def smooth_polyline(pts: np.ndarray, sigma: float, closed: bool) -> np.ndarray:
-    """Gaussian-smooth (K,2) coordinates along the curve; open ends stay anchored."""
-    if sigma <= 0 or len(pts) < 3:
-        return pts
-    if closed:
-        return gaussian_smooth(pts, sigma, "wrap")
-    # Reflect through the end points ("odd" extension) so ends are not pulled inward.
-    pad = min(len(pts) - 1, int(np.ceil(3 * sigma)))
-    head = 2 * pts[0] - pts[pad:0:-1]
-    tail = 2 * pts[-1] - pts[-2 : -pad - 2 : -1]
-    ext = np.concatenate((head, pts, tail))
-    return gaussian_smooth(ext, sigma, "nearest")[pad : pad + len(pts)]
-
-
 def smooth_strokes(x: np.ndarray, off: np.ndarray, sigma: float, closed: np.ndarray, anchored: bool) -> np.ndarray:
-    """gaussian_smooth of per-point values x (P,) or (P,D) along each of several concatenated
-    strokes (offsets (S+1,)) in one convolution: closed strokes wrap; open ones extend as
-    'nearest', after an odd reflection through their end points when `anchored` (as
-    smooth_polyline, whose strokes under 3 points are left as they are)."""
+    """Gaussian smoothing (scipy.ndimage.gaussian_filter1d, truncate 4) of per-point values x
+    (P,) or (P,D) along each of several concatenated strokes (offsets (S+1,)), in one
+    convolution: closed strokes wrap; open ones extend as 'nearest', after an odd reflection
+    through their end points when `anchored` (so ends are not pulled inward; strokes under 3
+    points then stay as they are). Ours so pool workers need not import scipy.ndimage (~0.4 s
+    a worker)."""
     n = np.diff(off)
     if sigma <= 0 or not len(n):
         return x

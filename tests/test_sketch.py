@@ -164,10 +164,39 @@ def test_worker_pool_gives_identical_sketches(faces):
         np.testing.assert_array_equal(synthesize_sketches(images, lms, style, seed=5, batch_size=2, pool=pool), serial)
 
 
+# One stroke at a time, the plain way: the references the batched smooth_strokes must equal.
+
+
+def gaussian_smooth(x: np.ndarray, sigma: float, mode: str) -> np.ndarray:
+    """Gaussian filter along axis 0, as scipy.ndimage.gaussian_filter1d (truncate 4) with mode
+    'nearest' or 'wrap'."""
+    radius = int(4.0 * sigma + 0.5)
+    kernel = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    kernel /= kernel.sum()
+    n = len(x)
+    idx = np.arange(-radius, n + radius)
+    padded = x[np.clip(idx, 0, n - 1) if mode == "nearest" else idx % n]
+    if x.ndim == 1:
+        return np.convolve(padded, kernel, "valid")
+    return np.stack([np.convolve(padded[:, c], kernel, "valid") for c in range(x.shape[1])], 1)
+
+
+def smooth_polyline(pts: np.ndarray, sigma: float, closed: bool) -> np.ndarray:
+    """Gaussian-smooth (K,2) coordinates along the curve; open ends stay anchored."""
+    if sigma <= 0 or len(pts) < 3:
+        return pts
+    if closed:
+        return gaussian_smooth(pts, sigma, "wrap")
+    # Reflect through the end points ("odd" extension) so ends are not pulled inward.
+    pad = min(len(pts) - 1, int(np.ceil(3 * sigma)))
+    head = 2 * pts[0] - pts[pad:0:-1]
+    tail = 2 * pts[-1] - pts[-2 : -pad - 2 : -1]
+    ext = np.concatenate((head, pts, tail))
+    return gaussian_smooth(ext, sigma, "nearest")[pad : pad + len(pts)]
+
+
 def test_gaussian_smooth_matches_scipy():
     from scipy.ndimage import gaussian_filter1d
-
-    from pipeline.sketch_draw import gaussian_smooth
 
     rng = np.random.default_rng(0)
     for n in (3, 9, 50):  # shorter than the kernel too
@@ -181,7 +210,7 @@ def test_gaussian_smooth_matches_scipy():
 def test_smooth_strokes_matches_one_stroke_at_a_time():
     """The batched smoothing of a face's strokes equals smoothing each stroke alone: closed
     ones wrap, open ones are anchored at their ends, strokes of 1-2 points stay put."""
-    from pipeline.sketch_draw import gaussian_smooth, smooth_polyline, smooth_strokes
+    from pipeline.sketch_draw import smooth_strokes
 
     rng = np.random.default_rng(0)
     lengths, closed = [1, 2, 3, 5, 40, 12, 7, 60], np.array([False, False, True, False, True, False, True, False])

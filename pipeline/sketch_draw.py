@@ -428,14 +428,19 @@ def _segment_lengths(pts: np.ndarray) -> np.ndarray:
     return np.hypot(d[:, 0], d[:, 1])
 
 
-def _concat_arcs(polylines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _concat(polylines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Polylines (K_i,2) as one array for maths on all of a face's strokes at once (a face has
-    ~30; per-stroke NumPy calls cost more than the maths): the points (P,2), stroke offsets
-    (S+1,), and each point's arc length from its stroke's start (P,)."""
-    lens = np.fromiter((len(p) for p in polylines), np.int64, len(polylines))
-    off = np.zeros(len(lens) + 1, np.int64)
-    np.cumsum(lens, out=off[1:])
-    pts = np.concatenate(polylines)
+    ~30; per-stroke NumPy calls cost more than the maths): the points (P,2) and stroke
+    offsets (S+1,)."""
+    off = np.zeros(len(polylines) + 1, np.int64)
+    np.cumsum(np.fromiter((len(p) for p in polylines), np.int64, len(polylines)), out=off[1:])
+    return np.concatenate(polylines), off
+
+
+def _concat_arcs(polylines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """_concat, and each point's arc length from its stroke's start (P,)."""
+    pts, off = _concat(polylines)
+    lens = np.diff(off)
     seg = _segment_lengths(pts)
     seg[off[1:-1] - 1] = 0.0  # the step from one stroke's last point to the next one's first
     cum = np.zeros(len(pts))
@@ -575,9 +580,7 @@ def sketch_one(
     smoothed: list[np.ndarray] = []
     pressures: list[np.ndarray] = []
     if kept:
-        pts = np.concatenate([c[0] for c in kept])
-        off = np.zeros(len(kept) + 1, np.int64)
-        np.cumsum([len(c[0]) for c in kept], out=off[1:])
+        pts, off = _concat([c[0] for c in kept])
         closed = np.array([c[1] for c in kept])
         ij = np.clip(np.round(pts).astype(int), 0, res - 1)
         pressure = np.clip(strength[ij[:, 1], ij[:, 0]] / max(style.threshold, 1e-6), 0, 4)

@@ -82,6 +82,11 @@ def build(london: Path, n_ids: int, res: int, sketch_params: dict, report_params
 REPORT = "sketch report"  # not part of the build: training never reads it
 
 
+def build_seconds(t: dict[str, Seconds], i: int = 0) -> float:
+    """The whole build's seconds (every step but the report): i = 0 wall, 1 CPU."""
+    return sum(v[i] for k, v in t.items() if k != REPORT)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--london", type=Path, default=Path(os.environ.get("DFE_LONDON_DIR", "../shared/datasets/london-faces")))
@@ -112,13 +117,13 @@ def main() -> None:
             dets.append(detect_alone(det, decoded, threads))
             t, n = build(args.london, max(1, args.n // 2), res, sketch_params, report_params, detect_side, workers, det)
             best = {k: min(v, best.get(k, v)) for k, v in t.items()}
-            ratios[label].append(sum(v[0] for k, v in t.items() if k != REPORT) / dets[-1][0])
+            ratios[label].append(build_seconds(t) / dets[-1][0])
         runs[label] = (best, min(dets))
 
     print(f"{n} photos, profile {profile} ({res} px), dlib at {detect_side} px, {available_cores()} cores, "
           f"best of {args.repeat}")
     for label, (t, t_det) in runs.items():
-        whole = tuple(sum(v[i] for k, v in t.items() if k != REPORT) for i in (0, 1))
+        whole = (build_seconds(t, 0), build_seconds(t, 1))
         print(f"\n{label}")
         print(f"{'stage':<16}{'wall s':>8}{'faces/s':>9}{'x detect':>10}{'CPU s':>8}{'x detect':>10}")
         row = lambda name, s: print(f"{name:<16}{s[0]:8.2f}{n / s[0]:9.1f}{s[0] / t_det[0]:10.2f}"  # noqa: E731
@@ -132,12 +137,11 @@ def main() -> None:
         print(f"whole build / detection alone, run by run: {', '.join(f'{r:.2f}' for r in ratios[label])} "
               f"(median {np.median(ratios[label]):.2f})")
     (t1, d1), (tn, dn) = runs.values()
-    wall = lambda t: sum(v[0] for k, v in t.items() if k != REPORT)  # noqa: E731
-    print(f"\nwhole build, default vs 1 worker: {wall(t1) / wall(tn):.2f}x faster; "
-          f"default build vs detection alone on 1 core: {wall(tn) / d1[0]:.2f}x")
+    print(f"\nwhole build, default vs 1 worker: {build_seconds(t1) / build_seconds(tn):.2f}x faster; "
+          f"default build vs detection alone on 1 core: {build_seconds(tn) / d1[0]:.2f}x")
     # The detector alone is the strict yardstick: no photo can be detected without decoding it.
-    print(f"whole build vs the landmarks stage (decode + detect): {wall(t1) / t1['landmarks'][0]:.2f}x with 1 worker, "
-          f"{wall(tn) / tn['landmarks'][0]:.2f}x with the defaults")
+    print(f"whole build vs the landmarks stage (decode + detect): {build_seconds(t1) / t1['landmarks'][0]:.2f}x "
+          f"with 1 worker, {build_seconds(tn) / tn['landmarks'][0]:.2f}x with the defaults")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ def test_data_benchmark_prints_every_stage_and_both_ratios(london: Path):
     assert out.returncode == 0, out.stderr[-2000:]
     text = out.stdout
     assert text.startswith("4 photos"), text[:200]
-    for config in ("1 worker", "default ("):
-        block = text.split(config, 1)[1]
+    one_worker, defaults = text.split("\n1 worker\n", 1)[1].split("\ndefault (", 1)
+    for config, block in (("1 worker", one_worker), ("defaults", defaults)):
         for stage in ("ingest", "landmarks", "align", "sketch", "split", "components", "detect alone", "whole build"):
             assert re.search(rf"^{re.escape(stage)}\s+\d+\.\d\d", block, re.M), (config, stage, block[:800])
     for yardstick in ("the landmarks stage", "detection alone"):

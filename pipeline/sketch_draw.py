@@ -314,8 +314,8 @@ def feature_strokes(lm: np.ndarray) -> list[list[Stroke]]:
     for eye in (lm[:, 36:42], lm[:, 42:48]):
         upper = catmull_rom(eye[:, 0:4], False, 10)
         lower = catmull_rom(np.concatenate((eye[:, 3:6], eye[:, 0:1]), 1), False, 10)
-        for i in range(n):
-            per_face[i] += [Stroke(upper[i], False, 1.5), Stroke(lower[i], False, 0.9)]
+        add(upper, False, 1.5)
+        add(lower, False, 0.9)
     # Nose as one stroke, as a person draws it: a light line down the shaded side of the
     # bridge flowing into the left alar wing, the bottom arc through the nostrils, the right wing.
     up = lm[:, 30] - lm[:, 33]

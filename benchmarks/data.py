@@ -26,17 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.align import AlignConfig, run_align
-from pipeline.components import run_components
-from pipeline.config import load_params, section
-from pipeline.ingest import IngestConfig, run_ingest
-from pipeline.io import load_image
-from pipeline.landmarks import DlibBackend, LandmarkConfig, run_landmarks
-from pipeline.parallel import available_cores, resolve_workers
-from pipeline.profiles import get_profile
-from pipeline.sketch import synthesize_sketches  # noqa: F401  (imports torch before timing, as dlib loads before)
-from pipeline.sketch_stage import run_sketch, run_sketch_report
-from pipeline.split import run_split
+from pipeline.data.align import AlignConfig, run_align
+from pipeline.data.components import run_components
+from pipeline.core.config import load_params, section
+from pipeline.data.ingest import IngestConfig, run_ingest
+from pipeline.core.io import load_image
+from pipeline.data.landmarks import DlibBackend, LandmarkConfig, run_landmarks
+from pipeline.core.parallel import available_cores, resolve_workers
+from pipeline.core.profiles import get_profile
+from pipeline.data.sketch.synthesis import synthesize_sketches  # noqa: F401  (imports torch before timing, as dlib loads before
+from pipeline.data.sketches import run_sketch
+from pipeline.data.sketch_report import run_sketch_report
+from pipeline.data.split import run_split
 
 
 Seconds = tuple[float, float]  # (wall, CPU)
@@ -69,12 +70,12 @@ def build(london: Path, n_ids: int, res: int, sketch_params: dict, report_params
                                                 workers=workers)),
             ("align", lambda: run_align(AlignConfig(res), man("ingest/manifest.csv"), man("landmarks/manifest.csv"),
                                         np.load(out / "landmarks" / "landmarks.npy"), out / "aligned", workers)),
-            ("sketch", lambda: run_sketch(sketch_params, out / "aligned", out / "sketch", device="cpu", workers=workers)),
+            ("sketch", lambda: run_sketch(sketch_params, out / "aligned", out / "sketches", device="cpu", workers=workers)),
             ("split", lambda: run_split(man("aligned/manifest.csv"), 0.2, 0, out / "split")),
             ("components", lambda: run_components(
                 man("aligned/manifest.csv"), np.load(out / "aligned" / "images.npy"),
-                np.load(out / "sketch" / "sketches.npy"), man("split/split.csv"), res, out / "components")),
-            (REPORT, lambda: run_sketch_report(report_params, sketch_params, out / "aligned", out / "sketch",
+                np.load(out / "sketches" / "sketches.npy"), man("split/split.csv"), res, out / "components")),
+            (REPORT, lambda: run_sketch_report(report_params, sketch_params, out / "aligned", out / "sketches",
                                                out / "sheet.png", device="cpu", workers=workers)),
         ]
         for name, fn in steps:
@@ -101,7 +102,7 @@ def main() -> None:
     params = load_params()
     profile = args.profile or params.get("profile", "small")
     res = get_profile(profile).resolution
-    sketch_params, report_params = dict(section(params, "sketch")), dict(section(params, "sketch_report"))
+    sketch_params, report_params = dict(section(params, "sketches")), dict(section(params, "sketch_report"))
     detect_side = int(section(params, "landmarks").get("detect_side", 512))
     det = DlibBackend()
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 import torch
 
-from pipeline.dfi import apply_learned_dfi, dfi_features, dfi_reconstruct, dfi_targets
-from pipeline.vgg import DFI_LAYERS, LAYER_INDEX, VGG19Features
+from pipeline.dfi.interpolation import apply_learned_dfi, dfi_features, dfi_reconstruct, dfi_targets
+from pipeline.models.vgg import DFI_LAYERS, LAYER_INDEX, VGG19Features
 
 
 def _sync(device: torch.device) -> None:
@@ -70,10 +70,10 @@ def bench_classic(vgg: VGG19Features, size: int, n_alphas: int, iters: int, repe
 def bench_fast(profile_name: str, batch: int, repeat: int, device: torch.device) -> float | None:
     """Seconds per image of a fast-DFI edit: encode parts, shift latents, decode, fuse."""
     try:
-        from pipeline import networks
-        from pipeline.profiles import get_profile, part_boxes
+        from pipeline.models import networks
+        from pipeline.core.profiles import get_profile, part_boxes
     except ImportError as err:  # networks are written in parallel; this half is optional
-        print(f"fast DFI: skipped, pipeline.networks is not importable ({err})")
+        print(f"fast DFI: skipped, pipeline.models.networks is not importable ({err})")
         return None
     profile = get_profile(profile_name)
     boxes = part_boxes(profile.resolution)
@@ -133,7 +133,7 @@ def main() -> None:
     )
     per_iter = {size: bench_classic(vgg, size, args.alphas, args.iters, args.repeat, device) for size in args.sizes}
     t_fast = bench_fast(args.profile, args.batch, args.repeat, device)
-    from pipeline.profiles import get_profile
+    from pipeline.core.profiles import get_profile
 
     res = get_profile(args.profile).resolution
     if t_fast is not None and res in per_iter:

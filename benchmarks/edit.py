@@ -21,13 +21,13 @@ import numpy as np
 import torch
 
 from pipeline import PARTS
-from pipeline.edit import edit_aligned
-from pipeline.profiles import Profile, get_profile, part_boxes
-from pipeline.training import Editor, load_editor
+from pipeline.editing.edit import edit_aligned
+from pipeline.core.profiles import Profile, get_profile, part_boxes
+from pipeline.models.editor import Editor, load_editor
 
 
 def random_editor(profile: Profile, device: torch.device) -> Editor:
-    from pipeline import networks as N
+    from pipeline.models import networks as N
 
     torch.manual_seed(0)
     shared = {"image_encoder": N.image_encoder(profile).to(device).eval(),

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from pipeline.networks import GlobalFusion, PartGenerator, count_parameters, fuse_canvas, image_encoder
-from pipeline.profiles import Profile, get_profile, part_boxes
+from pipeline.models.networks import GlobalFusion, PartGenerator, count_parameters, fuse_canvas, image_encoder
+from pipeline.core.profiles import Profile, get_profile, part_boxes
 
 
 def _sync(device: torch.device) -> None:

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import torch
 
-import pipeline.sketch
-from pipeline.io import save_png
-from pipeline.sketch import SketchStyle, synthesize_sketches
-from pipeline.sketch_stage import realign
-from pipeline.strokes import canny_sketch, compare_with_canny
+import pipeline.data.sketch.synthesis
+from pipeline.core.io import save_png
+from pipeline.data.sketch.synthesis import SketchStyle, synthesize_sketches
+from pipeline.data.sketch_report import realign
+from pipeline.data.sketch.strokes import canny_sketch, compare_with_canny
 
 
 def load_aligned(aligned_dir: Path, n: int, resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--workers", type=int, default=None, help="drawing processes [default: $DFE_WORKERS or all cores]")
     ap.add_argument("--fdog-threads", type=int, default=None,
-                    help="torch threads for the line responses while drawing [default: pipeline.sketch.fdog_threads]")
+                    help="torch threads for the line responses while drawing [default: pipeline.data.sketch.synthesis.fdog_threads]")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--randomize", type=float, default=0.0)
     ap.add_argument("--examples", type=Path, default=None, help="write face | ours | canny PNGs here")
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
     images, landmarks = load_aligned(args.aligned_dir, args.n, args.resolution)
     if args.fdog_threads is not None:
-        pipeline.sketch.fdog_threads = lambda res: args.fdog_threads
+        pipeline.data.sketch.synthesis.fdog_threads = lambda res: args.fdog_threads
     style = SketchStyle(randomize=args.randomize)
     synthesize_sketches(images[:1], landmarks[:1], style, args.seed, args.device)  # warm-up
     if args.device.startswith("cuda"):
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"faces: {len(images)} at {args.resolution}px on {args.device} "
           f"(batch {args.batch_size}, {torch.get_num_threads()} torch threads, "
-          f"{pipeline.sketch.fdog_threads(args.resolution)} for FDoG while drawing, workers {args.workers or 'auto'})")
+          f"{pipeline.data.sketch.synthesis.fdog_threads(args.resolution)} for FDoG while drawing, workers {args.workers or 'auto'})")
     print(f"throughput: {len(images) / elapsed:.2f} faces/s ({elapsed:.2f} s)")
     print(f"{'':8s}{'mean stroke length (px)':>26s}{'fragments/face':>17s}{'ink fraction':>14s}")
     for name in ("ours", "canny"):

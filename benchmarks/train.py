@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.table import Table
 
 from pipeline import PARTS
-from pipeline.profiles import get_profile
-from pipeline.progress import console
+from pipeline.core.profiles import get_profile
+from pipeline.core.progress import console
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from pipeline import training as T
-    from pipeline.data import synthetic_components
-    from pipeline.trainer import TrainConfig
+    from pipeline.training.train_fusion import train_fusion
+    from pipeline.training.train_image_encoder import train_image_encoder
+    from pipeline.training.train_local import train_local
+    from pipeline.training.train_sketch_ae import train_sketch_ae
+    from pipeline.data.loader import synthetic_components
+    from pipeline.training.loop import TrainConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -64,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         runs = [(s, p) for s in ("sketch_ae", "image_encoder", "local") for p in parts]
         if set(parts) == set(PARTS):
             runs.append(("fusion", "fusion"))
-        fns = {"sketch_ae": T.train_sketch_ae, "image_encoder": T.train_image_encoder, "local": T.train_local}
+        fns = {"sketch_ae": train_sketch_ae, "image_encoder": train_image_encoder, "local": train_local}
         wall = time.perf_counter()
         for stage, part in runs:
-            r = T.train_fusion(cfg(stage, part)) if stage == "fusion" else fns[stage](part, cfg(stage, part))
+            r = train_fusion(cfg(stage, part)) if stage == "fusion" else fns[stage](part, cfg(stage, part))
             sec = r.seconds
             step_total = sum(sec.values())
             for k in totals:

@@ -18,7 +18,7 @@ for _name, _fn in [
     ("ingest", data.ingest),
     ("landmarks", data.landmarks),
     ("align", data.align),
-    ("build-sketches", data.sketch),
+    ("sketches", data.sketches),
     ("sketch-report", data.sketch_report),
     ("split", data.split),
     ("components", data.components),

@@ -8,10 +8,10 @@ from typing import Any, NoReturn
 import typer
 from rich.table import Table
 
-from pipeline.config import load_params, section
-from pipeline.io import save_json
-from pipeline.profiles import Profile, get_profile
-from pipeline.progress import console
+from pipeline.core.config import load_params, section
+from pipeline.core.io import save_json
+from pipeline.core.profiles import Profile, get_profile
+from pipeline.core.progress import console
 
 REPORTS = Path("reports")
 

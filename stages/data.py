@@ -8,8 +8,8 @@ from typing import Optional
 import pandas as pd
 import typer
 
-from pipeline.config import pick
-from pipeline.io import load_npy
+from pipeline.core.config import pick
+from pipeline.core.io import load_npy
 
 from .common import WORKERS_HELP, fail, params_and_profile, report, stage_params
 
@@ -29,7 +29,7 @@ def ingest(
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Find and check every photo; list each one as accepted or rejected with its reason."""
-    from pipeline.ingest import IngestConfig, run_ingest
+    from pipeline.data.ingest import IngestConfig, run_ingest
 
     p = stage_params("ingest")
     cfg = IngestConfig(
@@ -51,7 +51,7 @@ def landmarks(
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """68-point landmarks for every accepted photo (most confident face; no face -> listed)."""
-    from pipeline.landmarks import LandmarkConfig, run_landmarks
+    from pipeline.data.landmarks import LandmarkConfig, run_landmarks
 
     p = stage_params("landmarks")
     cfg = LandmarkConfig(
@@ -78,7 +78,7 @@ def align(
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """FFHQ-style alignment to the profile's resolution, keeping each photo->face transform."""
-    from pipeline.align import AlignConfig, run_align
+    from pipeline.data.align import AlignConfig, run_align
 
     _, profile = params_and_profile()
     ing = pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str})
@@ -88,35 +88,35 @@ def align(
                      "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
 
 
-def sketch(
+def sketches(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
-    out: Path = typer.Option(DATA / "sketch"),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto (params.yaml: sketch.device)"),
+    out: Path = typer.Option(DATA / "sketches"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto (params.yaml: sketches.device)"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Hand-drawn-style sketches of the aligned faces (long smooth strokes, not edge maps)."""
-    from pipeline.sketch_stage import run_sketch
+    from pipeline.data.sketches import run_sketch
 
-    p = stage_params("sketch")
+    p = stage_params("sketches")
     summary = run_sketch(p, aligned_dir, out, device=pick(device, p.get("device", "auto")), workers=workers)
-    report("sketch", summary)
+    report("sketches", summary)
 
 
 def sketch_report(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
-    sketch_dir: Path = typer.Option(DATA / "sketch"),
+    sketch_dir: Path = typer.Option(DATA / "sketches"),
     faces: Optional[int] = typer.Option(None, help="faces measured (params.yaml: sketch_report.faces)"),
     resolution: Optional[int] = typer.Option(
         None, help="also re-align and sketch them at this size; 0 = off (params.yaml: sketch_report.resolution)"),
     picture: Path = typer.Option(Path("reports/sketch_vs_canny.png"), help="face | Canny | ours PNG (a DVC plot)"),
-    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto (params.yaml: sketch.device)"),
+    device: Optional[str] = typer.Option(None, help="cpu | cuda | auto (params.yaml: sketches.device)"),
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Stroke continuity of the sketches against OpenCV Canny on the same faces: mean stroke
     length and fragments per face."""
-    from pipeline.sketch_stage import run_sketch_report
+    from pipeline.data.sketch_report import run_sketch_report
 
-    p, sp = stage_params("sketch_report"), stage_params("sketch")
+    p, sp = stage_params("sketch_report"), stage_params("sketches")
     rp = {"faces": pick(faces, p.get("faces", 16)), "resolution": pick(resolution, p.get("resolution", 256))}
     for needed in (aligned_dir / "images.npy", sketch_dir / "sketches.npy"):
         if not needed.exists():
@@ -133,26 +133,27 @@ def split(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
     out: Path = typer.Option(DATA / "split"),
 ) -> None:
-    """Train/test split by identity (seeded)."""
-    from pipeline.split import run_split
+    """Train/val/test split by identity (seeded)."""
+    from pipeline.data.split import run_split
 
     params, _ = params_and_profile()
     p = stage_params("split")
     df = run_split(pd.read_csv(aligned_dir / "manifest.csv", dtype={"id": str, "identity": str}),
-                   p.get("test_fraction", 0.2), p.get("seed", params.get("seed", 0)), out)
+                   p.get("test_fraction", 0.2), p.get("seed", params.get("seed", 0)), out,
+                   p.get("val_fraction", 0.0))
     report("split", {k: int(v) for k, v in df.split.value_counts().items()}
            | {"identities": int(df.identity.nunique())})
 
 
 def components(
     aligned_dir: Path = typer.Option(DATA / "aligned"),
-    sketch_dir: Path = typer.Option(DATA / "sketch"),
+    sketch_dir: Path = typer.Option(DATA / "sketches"),
     split_dir: Path = typer.Option(DATA / "split"),
     out: Path = typer.Option(DATA / "components"),
     sheet: Path = typer.Option(Path("reports/contact_sheet.png"), help="contact sheet PNG (a DVC plot)"),
 ) -> None:
     """Crop the part boxes from photos and sketches, packed per split; draw the contact sheet."""
-    from pipeline.components import contact_sheet, run_components
+    from pipeline.data.components import contact_sheet, run_components
 
     _, profile = params_and_profile()
     man = pd.read_csv(aligned_dir / "manifest.csv", dtype={"id": str, "identity": str})

@@ -1,7 +1,7 @@
 """`dfe dfi`: attribute edits by fast (learned-space) and classic (VGG-19) DFI on the test split.
 
 Options default to None and fall back to params.yaml: top-level `profile` and the `dfi:`
-section (pipeline.dfi_stage.DFIConfig fields, plus `device`). Writes reports/dfi.json,
+section (pipeline.dfi.dfi.DFIConfig fields, plus `device`). Writes reports/dfi.json,
 reports/dfi/{fast,classic}.png and outputs/dfi/.
 """
 
@@ -40,8 +40,8 @@ def dfi_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: dfi.device)"),
 ) -> None:
     """Smile (or any manifest attribute) vectors from the training split; edits and metrics on the test split."""
-    from pipeline.config import pick
-    from pipeline.dfi_stage import DFIConfig, run_dfi
+    from pipeline.core.config import pick
+    from pipeline.dfi.dfi import DFIConfig, run_dfi
 
     values = section_with_options("dfi", dict(
         profile=profile, attribute=attribute, source_value=source_value, target_value=target_value,

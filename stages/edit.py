@@ -1,7 +1,7 @@
 """`dfe edit` (edit a photo's face from photos and sketches) and `dfe sketch` (a photo's editable sketch).
 
 Options default to None and fall back to params.yaml: top-level `profile`, the `edit:` section
-(models_dir, device, detect_side, upsample, feather) and `sketch.style` (with randomize=0).
+(models_dir, device, detect_side, upsample, feather) and `sketches.style` (with randomize=0).
 Bad inputs end with a one-line message naming the file and exit code 2, never a traceback.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import typer
 
-from pipeline.progress import console
+from pipeline.core.progress import console
 
 from .common import fail, section_with_options
 
@@ -51,10 +51,10 @@ def edit_cmd(
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face (params.yaml: edit.feather)"),
 ) -> None:
     """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
-    from pipeline.edit import EditInputError, EditRequest, FaceDetector, run_edit
-    from pipeline.config import resolve_device
-    from pipeline.io import save_png
-    from pipeline.training import load_editor
+    from pipeline.editing.edit import EditInputError, EditRequest, FaceDetector, run_edit
+    from pipeline.core.config import resolve_device
+    from pipeline.core.io import save_png
+    from pipeline.models.editor import load_editor
 
     cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather})
     req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"])
@@ -79,16 +79,16 @@ def sketch_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
 ) -> None:
     """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
-    from pipeline.edit import EditInputError, FaceDetector, photo_sketch
-    from pipeline.config import resolve_device
-    from pipeline.io import save_png
-    from pipeline.profiles import get_profile
-    from pipeline.sketch import SketchStyle
+    from pipeline.editing.edit import EditInputError, FaceDetector, photo_sketch
+    from pipeline.core.config import resolve_device
+    from pipeline.core.io import save_png
+    from pipeline.core.profiles import get_profile
+    from pipeline.data.sketch.synthesis import SketchStyle
 
-    from pipeline.config import load_params
+    from pipeline.core.config import load_params
 
     cfg = _settings(profile, {"device": device})
-    style = SketchStyle(**{**((load_params().get("sketch") or {}).get("style") or {}), "randomize": 0.0})
+    style = SketchStyle(**{**((load_params().get("sketches") or {}).get("style") or {}), "randomize": 0.0})
     try:
         resolution = get_profile(cfg["profile"]).resolution
         detector = FaceDetector(cfg["upsample"], cfg["detect_side"])

@@ -18,7 +18,7 @@ def evaluate_cmd(
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights [default: models]"),
     components: Optional[str] = typer.Option(None, help="components dir with test/manifest.csv [default: data/components]"),
     aligned: Optional[str] = typer.Option(None, help="aligned faces dir [default: data/aligned]"),
-    sketches: Optional[str] = typer.Option(None, help="dataset sketches .npy [default: data/sketch/sketches.npy]"),
+    sketches: Optional[str] = typer.Option(None, help="dataset sketches .npy [default: data/sketches/sketches.npy]"),
     metrics_path: Optional[str] = typer.Option(None, "--metrics", help="metrics JSON [default: reports/evaluate.json]"),
     plots_dir: Optional[str] = typer.Option(None, "--plots", help="PNG grids [default: reports/evaluate]"),
     max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all (params.yaml: evaluate.max_faces)"),
@@ -28,7 +28,7 @@ def evaluate_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: evaluate.device)"),
 ) -> None:
     """Reconstruction, swap disentanglement and identity metrics on the test split."""
-    from pipeline.evaluate import EvalConfig, evaluate
+    from pipeline.evaluation.evaluate import EvalConfig, evaluate
 
     values = section_with_options("evaluate", dict(
         profile=profile, models_dir=models_dir, components=components, aligned=aligned, sketches=sketches,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from pipeline.progress import console
+from pipeline.core.progress import console
 
 
 def import_official_cmd(
@@ -19,7 +19,7 @@ def import_official_cmd(
     Files are read with a restricted unpickler that only rebuilds numpy arrays. Use the result
     with `profile: paper` in params.yaml.
     """
-    from pipeline.official import import_official
+    from pipeline.models.official import import_official
 
     report = import_official(src, out)
     table = Table(title=f"imported into {out}")

@@ -13,16 +13,16 @@ from typing import Any, Optional
 
 import typer
 
-from pipeline.config import load_params
-from pipeline.progress import console
+from pipeline.core.config import load_params
+from pipeline.core.progress import console
 
 _SHARED = ("betas", "log_every", "ckpt_every", "sample_every", "device", "amp", "augment",
            "components", "models_dir", "checkpoints_dir", "live_root")
 
 
 def _config(stage: str, part: str, overrides: dict[str, Any]):
-    from pipeline.augment import AugmentConfig
-    from pipeline.trainer import TrainConfig
+    from pipeline.data.augment import AugmentConfig
+    from pipeline.training.loop import TrainConfig
 
     params = load_params()
     shared = dict(params.get("train") or {})
@@ -78,7 +78,7 @@ def train_sketch_ae_cmd(
     device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
 ) -> None:
     """Stage 1: sketch autoencoder (E_sketch + D_sketch) of one part."""
-    from pipeline.training import train_sketch_ae
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     cfg = _config("sketch_ae", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
     _report(train_sketch_ae(part, cfg))
@@ -90,7 +90,7 @@ def train_image_encoder_cmd(
     device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
 ) -> None:
     """Stage 2: image encoder into the frozen sketch latent of one part."""
-    from pipeline.training import train_image_encoder
+    from pipeline.training.train_image_encoder import train_image_encoder
 
     cfg = _config("image_encoder", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
     _report(train_image_encoder(part, cfg))
@@ -102,7 +102,7 @@ def train_local_cmd(
     device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
 ) -> None:
     """Stage 3: local disentanglement (appearance encoder + part generator) of one part."""
-    from pipeline.training import train_local
+    from pipeline.training.train_local import train_local
 
     cfg = _config("local", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
     _report(train_local(part, cfg))
@@ -114,7 +114,7 @@ def train_fusion_cmd(
     device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
 ) -> None:
     """Stage 4: global fusion of all parts (local modules frozen)."""
-    from pipeline.training import train_fusion
+    from pipeline.training.train_fusion import train_fusion
 
     cfg = _config("fusion", "fusion", _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
     _report(train_fusion(cfg))

@@ -22,9 +22,12 @@ def tiny_models(tmp_path_factory) -> Path:
     """models/<stage>/<part>.safetensors for all four stages (built on first call, then reused)."""
     if "models" in _CACHE:
         return _CACHE["models"]
-    from pipeline import training as T
-    from pipeline.data import synthetic_components
-    from pipeline.trainer import TrainConfig
+    from pipeline.training.train_fusion import train_fusion
+    from pipeline.training.train_image_encoder import train_image_encoder
+    from pipeline.training.train_local import train_local
+    from pipeline.training.train_sketch_ae import train_sketch_ae
+    from pipeline.data.loader import synthetic_components
+    from pipeline.training.loop import TrainConfig
 
     root = tmp_path_factory.mktemp("tiny_models")
     comps = synthetic_components(root / "components", 128, n_train=4, n_test=2, seed=0)
@@ -37,11 +40,11 @@ def tiny_models(tmp_path_factory) -> Path:
                 live_root=str(root / "dvclive"),
             )
 
-        for stage, fn in (("sketch_ae", T.train_sketch_ae), ("image_encoder", T.train_image_encoder),
-                          ("local", T.train_local)):
+        for stage, fn in (("sketch_ae", train_sketch_ae), ("image_encoder", train_image_encoder),
+                          ("local", train_local)):
             for part in PARTS:
                 fn(part, cfg(stage, part))
-        T.train_fusion(cfg("fusion", "fusion"))
+        train_fusion(cfg("fusion", "fusion"))
     _CACHE["models"] = root / "models"
     return _CACHE["models"]
 
@@ -72,7 +75,7 @@ def models(tmp_path_factory):
 
 def aligned_london(paths: list[Path], resolution: int) -> tuple[np.ndarray, np.ndarray]:
     """Aligned faces (N,R,R,3) uint8 and their aligned landmarks (N,68,2) from London photos."""
-    from pipeline.edit import FaceDetector, align_image, read_image
+    from pipeline.editing.edit import FaceDetector, align_image, read_image
 
     det = FaceDetector(upsample=0, detect_side=512)
     faces = [align_image(read_image(p), resolution, det, str(p)) for p in paths]

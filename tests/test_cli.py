@@ -27,7 +27,7 @@ def test_every_dvc_stage_runs_a_dfe_command():
 def test_help_names_the_param_behind_each_default():
     runner = CliRunner()
     for command, param in [("ingest", "ingest.source"), ("sketch-report", "sketch_report.faces"),
-                           ("build-sketches", "sketch.device"), ("train-local", "lr")]:
+                           ("sketches", "sketches.device"), ("train-local", "lr")]:
         r = runner.invoke(app, [command, "--help"], env=WIDE)
         assert r.exit_code == 0, r.output
         assert f"(params.yaml: {param})" in r.output, r.output  # rich must not eat it as markup

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from pipeline import PARTS
-from pipeline.align import AlignConfig, alignment_quad, alignment_transform, paste_back, run_align, transform_points
-from pipeline.components import contact_sheet, crop_parts, run_components
-from pipeline.ingest import IngestConfig, run_ingest
-from pipeline.io import ImageDecodeError, atomic_path, check_image, load_image
-from pipeline.landmarks import LandmarkConfig, run_landmarks
-from pipeline.profiles import part_boxes
-from pipeline.split import split_by_identity
+from pipeline.data.align import AlignConfig, alignment_quad, alignment_transform, paste_back, run_align, transform_points
+from pipeline.data.components import contact_sheet, crop_parts, run_components
+from pipeline.data.ingest import IngestConfig, run_ingest
+from pipeline.core.io import ImageDecodeError, atomic_path, check_image, load_image
+from pipeline.data.landmarks import LandmarkConfig, run_landmarks
+from pipeline.core.profiles import part_boxes
+from pipeline.data.split import split_by_identity
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +159,7 @@ def test_alignment_undoes_rotation_and_scale():
 
 def test_paste_back_only_inside_mask(london):
     photo, _ = load_image(london / "neutral" / "001_03.jpg", draft_side=256)
-    from pipeline.landmarks import DlibBackend
+    from pipeline.data.landmarks import DlibBackend
 
     lm = DlibBackend().detect(photo).landmarks
     m = alignment_transform(lm, 64)
@@ -201,7 +201,7 @@ def test_components_pack_crops(tmp_path):
     man = pd.DataFrame({"row": range(n), "id": [f"p{i}" for i in range(n)], "identity": [str(i // 2) for i in range(n)]})
     split = pd.DataFrame({"id": man.id, "split": ["train"] * 4 + ["test"] * 2})
     counts = run_components(man, images, sketches, split, r, tmp_path, chunk=3)  # train: chunks of 3 + 1
-    assert counts == {"train": 4, "test": 2}
+    assert counts == {"train": 4, "val": 0, "test": 2}
     boxes = part_boxes(r)
     for part in PARTS:
         x, y, s = boxes[part]
@@ -227,7 +227,7 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
 
 
 def test_npy_writer_writes_what_np_save_writes_or_nothing(tmp_path):
-    from pipeline.io import npy_writer, save_rows
+    from pipeline.core.io import npy_writer, save_rows
 
     x = np.arange(60, dtype=np.uint8).reshape(5, 3, 4)
     with npy_writer(tmp_path / "a.npy", x.shape, x.dtype) as arr:
@@ -312,7 +312,8 @@ def test_threaded_stages_match_serial(london, tmp_path):
 def _check_sketch_stages(out: Path) -> None:
     """The sketch stage on aligned London faces, then its continuity report at the aligned size
     and on the same faces re-aligned from their photos at twice that size."""
-    from pipeline.sketch_stage import run_sketch, run_sketch_report
+    from pipeline.data.sketches import run_sketch
+    from pipeline.data.sketch_report import run_sketch_report
 
     style = {"randomize": 0.0}
     summary = run_sketch({"style": style, "batch_size": 4}, out / "aligned", out / "sketch", device="cpu", workers=1)
@@ -370,7 +371,7 @@ def _stub_photos(tmp_path: Path) -> Path:
 def test_fan_backend_batches_by_size_and_keeps_the_best_face(tmp_path):
     from PIL import Image
 
-    from pipeline.landmarks import FanBackend
+    from pipeline.data.landmarks import FanBackend
 
     stub = _StubFan()
     fan = FanBackend(fa=stub)
@@ -386,7 +387,7 @@ def test_fan_backend_batches_by_size_and_keeps_the_best_face(tmp_path):
 
 
 def test_run_landmarks_with_a_batch_backend_matches_photo_by_photo(tmp_path):
-    from pipeline.landmarks import FanBackend
+    from pipeline.data.landmarks import FanBackend
 
     ing = run_ingest(IngestConfig(source=str(_stub_photos(tmp_path)), identity_pattern="", min_side=16), tmp_path / "i")
 

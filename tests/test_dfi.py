@@ -7,20 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.dfi import (
-    apply_learned_dfi,
-    attribute_vector,
-    dfi_edit,
-    dfi_features,
-    dfi_reconstruct,
-    dfi_targets,
-    learned_attribute_vectors,
-    mean_dfi_features,
-    nearest_split,
-    select_neighbours,
-    total_variation,
-)
-from pipeline.vgg import VGG19Features
+from pipeline.dfi.interpolation import apply_learned_dfi, attribute_vector, dfi_edit, dfi_features, dfi_reconstruct, dfi_targets, learned_attribute_vectors, mean_dfi_features, nearest_split, select_neighbours, total_variation
+from pipeline.models.vgg import VGG19Features
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.dfi_stage import DFIConfig, load_dfi_data, run_dfi
-from pipeline.io import save_csv, save_npy
+from pipeline.dfi.dfi import DFIConfig, load_dfi_data, run_dfi
+from pipeline.core.io import save_csv, save_npy
 from tests.helpers_models import PROFILE, aligned_london, models  # noqa: F401  (fixture)
 
 # (identity, label, split, gender): two training people with both photos, a test person with
@@ -98,7 +98,7 @@ def test_run_dfi_fast_and_classic_absent(models, data_dir, tmp_path, monkeypatch
     assert not np.array_equal(sketches[:, 0], sketches[:, 1])
     assert fast["alpha_0"]["id_distance"] == pytest.approx(fast["recon"]["id_distance"], abs=0.05)
 
-    from pipeline.io import load_image
+    from pipeline.core.io import load_image
 
     grid, _ = load_image(tmp_path / "reports" / "dfi" / "fast.png")
     assert grid.shape[1] > 6 * 128 and grid.shape[0] > 2 * 128  # 6 columns, 2 rows
@@ -108,7 +108,7 @@ def test_run_dfi_fast_and_classic_absent(models, data_dir, tmp_path, monkeypatch
 
 def test_run_dfi_classic_with_vgg_weights(models, data_dir, tmp_path, monkeypatch):
     """Random torchvision-format VGG-19 weights in a temporary TORCH_HOME make classic DFI run."""
-    from pipeline.vgg import VGG19Features, vgg_weights_path
+    from pipeline.models.vgg import VGG19Features, vgg_weights_path
 
     root, faces = data_dir
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))

@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.edit import EditRequest, FaceDetector, run_edit
+from pipeline.editing.edit import EditRequest, FaceDetector, run_edit
 from stages.edit import edit_cmd, sketch_cmd
 from tests.helpers_models import PROFILE, aligned_london, models, single_thread  # noqa: F401  (fixtures)
 
@@ -31,7 +31,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def editor(models):
-    from pipeline.training import load_editor
+    from pipeline.models.editor import load_editor
 
     return load_editor(models, PROFILE)
 
@@ -50,7 +50,7 @@ def _square_footprint(transform: np.ndarray, shape: tuple[int, int], r: int) -> 
 
 
 def test_edit_pastes_into_the_photo(editor, detector, photos):
-    from pipeline.edit import read_image
+    from pipeline.editing.edit import read_image
 
     req = EditRequest(str(photos["geo"]), str(photos["app"]), {"mouth": str(photos["mouth"])})
     res = run_edit(req, editor, detector)

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.evaluate import PLOT_FILES, EvalConfig, evaluate, swap_pairs
-from pipeline.io import save_csv, save_npy
+from pipeline.evaluation.evaluate import PLOT_FILES, EvalConfig, evaluate, swap_pairs
+from pipeline.core.io import save_csv, save_npy
 from tests.helpers_models import PROFILE, aligned_london, models, single_thread  # noqa: F401  (fixtures)
 
 PHOTOS = [("neutral", "001_03"), ("neutral", "004_03"), ("smiling", "010_08"), ("smiling", "001_08")]
@@ -87,8 +87,9 @@ def test_evaluate_writes_metrics_and_grids(models, split, tmp_path):
 
 def test_swaps_differ_from_reconstructions(models, split):
     """A swap (geometry i, appearance j) is a different image from i's reconstruction."""
-    from pipeline.evaluate import _render_pairs, faces_to_tensor
-    from pipeline.training import load_editor
+    from pipeline.evaluation.evaluate import _render_pairs
+    from pipeline.core.tensors import faces_to_tensor
+    from pipeline.models.editor import load_editor
 
     _, faces = split
     editor = load_editor(models, PROFILE)

@@ -8,18 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.losses import (
-    PerceptualLoss,
-    activation_l1,
-    feature_matching_loss,
-    l1,
-    lsgan_d_loss,
-    lsgan_g_loss,
-    rgb_to_lab_l1,
-)
+from pipeline.models.losses import PerceptualLoss, activation_l1, feature_matching_loss, l1, lsgan_d_loss, lsgan_g_loss, rgb_to_lab_l1
 
-HAS_VGG = importlib.util.find_spec("pipeline.vgg") is not None
-needs_vgg = pytest.mark.skipif(not HAS_VGG, reason="pipeline.vgg not written yet")
+HAS_VGG = importlib.util.find_spec("pipeline.models.vgg") is not None
+needs_vgg = pytest.mark.skipif(not HAS_VGG, reason="pipeline.models.vgg not written yet")
 
 
 def _disc(*scales: list[float], shape=(2, 3, 4, 4)) -> list[list[torch.Tensor]]:

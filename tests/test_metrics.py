@@ -9,19 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import metrics
-from pipeline.metrics import (
-    DLIB_SAME_PERSON_THRESHOLD,
-    DlibFaceEmbedder,
-    identity_distance,
-    identity_similarity,
-    lab_stat_distance,
-    landmark_nme,
-    optional_metric_status,
-    part_lab_stats,
-    psnr,
-    ssim,
-)
+from pipeline.evaluation import metrics
+from pipeline.evaluation.metrics import DLIB_SAME_PERSON_THRESHOLD, DlibFaceEmbedder, identity_distance, identity_similarity, lab_stat_distance, landmark_nme, optional_metric_status, part_lab_stats, psnr, ssim
 
 LONDON = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "london-faces"
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -191,8 +180,8 @@ def test_no_face_gives_nan_row(embedder):
 
 
 def test_aligned_box_matches_detection_on_aligned_crop(embedder):
-    from pipeline.align import alignment_transform, warp_face
-    from pipeline.landmarks import DlibBackend
+    from pipeline.data.align import alignment_transform, warp_face
+    from pipeline.data.landmarks import DlibBackend
 
     photo = _london("neutral/001_03.jpg")
     det = DlibBackend().detect(photo)

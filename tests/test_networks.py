@@ -9,21 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.networks import (
-    AdaIN,
-    GlobalFusion,
-    MultiScaleDiscriminator,
-    PartGenerator,
-    PhotoToSketch,
-    SketchDecoder,
-    build_part_modules,
-    count_parameters,
-    fuse_canvas,
-    image_encoder,
-    sketch_encoder,
-    validate_profile,
-)
-from pipeline.profiles import BOXES_512, get_profile, part_boxes
+from pipeline.models.networks import AdaIN, GlobalFusion, MultiScaleDiscriminator, PartGenerator, PhotoToSketch, SketchDecoder, build_part_modules, count_parameters, fuse_canvas, image_encoder, sketch_encoder, validate_profile
+from pipeline.core.profiles import BOXES_512, get_profile, part_boxes
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "official-checkpoint-layout.json"
 

@@ -14,19 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline import PARTS
-from pipeline.networks import GlobalFusion, PartGenerator, SketchDecoder, sketch_encoder
-from pipeline.official import (
-    OFFICIAL_FILES,
-    NO_SKETCH_DECODER,
-    LayoutError,
-    UnsafePickleError,
-    import_official,
-    load_modules_from_safetensors,
-    official_layout,
-    safe_load_pickle,
-    save_modules_safetensors,
-)
-from pipeline.profiles import get_profile
+from pipeline.models.networks import GlobalFusion, PartGenerator, SketchDecoder, sketch_encoder
+from pipeline.models.official import OFFICIAL_FILES, NO_SKETCH_DECODER, LayoutError, UnsafePickleError, import_official, official_layout, safe_load_pickle
+from pipeline.models.weights import load_modules_from_safetensors, save_modules_safetensors
+from pipeline.core.profiles import get_profile
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "official-checkpoint-layout.json"
 MICRO = get_profile("micro")

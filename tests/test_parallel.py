@@ -1,4 +1,4 @@
-"""Worker pools (pipeline/parallel.py): the worker count is an execution setting, never a result."""
+"""Worker pools (pipeline/core/parallel.py): the worker count is an execution setting, never a result."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from pipeline.parallel import WORKERS_ENV, available_cores, resolve_workers, thread_imap, thread_map
+from pipeline.core.parallel import WORKERS_ENV, available_cores, resolve_workers, thread_imap, thread_map
 
 
 def test_resolve_workers(monkeypatch):

@@ -131,9 +131,9 @@ def _stages_run(out: str) -> set[str]:
 
 def test_sketch_param_reruns_only_sketch_and_downstream(project):
     root, env = project
-    with changed_param(root, env, "sketch", "seed", 7, restore="components"):
+    with changed_param(root, env, "sketches", "seed", 7, restore="components"):
         out = _run(["dvc", "repro", "components"], root, env).stdout
-        assert _stages_run(out) == {"sketch", "components"}, out
+        assert _stages_run(out) == {"sketches", "components"}, out
         status = _run(["dvc", "status"], root, env).stdout
         assert "train_sketch_ae@eye1" in status  # training is now out of date: its data changed
         assert not any(f"\n{s}:" in "\n" + status for s in ("ingest", "landmarks", "align", "split")), status

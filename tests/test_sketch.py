@@ -1,4 +1,4 @@
-"""Sketch synthesis (pipeline/sketch.py) and stroke statistics (pipeline/strokes.py)."""
+"""Sketch synthesis (pipeline/data/sketch/synthesis.py) and stroke statistics (pipeline/data/sketch/strokes.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.sketch import SketchStyle, synthesize_sketches
-from pipeline.strokes import canny_sketch, compare_with_canny, stroke_stats
+from pipeline.data.sketch.synthesis import SketchStyle, synthesize_sketches
+from pipeline.data.sketch.strokes import canny_sketch, compare_with_canny, stroke_stats
 
 LONDON = Path(os.environ.get("DFE_LONDON_DIR", Path(__file__).resolve().parents[2] / "shared/datasets/london-faces"))
 
@@ -152,7 +152,7 @@ def test_longer_strokes_fewer_fragments_than_canny(faces):
 
 def test_worker_pool_gives_identical_sketches(faces):
     """Drawing in worker processes (own pool or a caller's) changes nothing in the output."""
-    from pipeline.parallel import process_pool
+    from pipeline.core.parallel import process_pool
 
     images, lms = _resize(faces, 128)
     images, lms = np.concatenate([images, images]), np.concatenate([lms, lms])  # 6 batches of 1
@@ -210,7 +210,7 @@ def test_gaussian_smooth_matches_scipy():
 def test_smooth_strokes_matches_one_stroke_at_a_time():
     """The batched smoothing of a face's strokes equals smoothing each stroke alone: closed
     ones wrap, open ones are anchored at their ends, strokes of 1-2 points stay put."""
-    from pipeline.sketch_draw import smooth_strokes
+    from pipeline.data.sketch.draw import smooth_strokes
 
     rng = np.random.default_rng(0)
     lengths, closed = [1, 2, 3, 5, 40, 12, 7, 60], np.array([False, False, True, False, True, False, True, False])
@@ -228,7 +228,7 @@ def test_smooth_strokes_matches_one_stroke_at_a_time():
 
 def test_inside_polygon_agrees_with_opencv():
     """The vectorised even-odd test decides as cv2.pointPolygonTest on points off the edges."""
-    from pipeline.sketch_draw import catmull_rom, inside_polygon
+    from pipeline.data.sketch.draw import catmull_rom, inside_polygon
 
     rng = np.random.default_rng(0)
     # Eye-like closed splines (as the iris test uses) and random star-shaped polygons.
@@ -252,7 +252,7 @@ def test_inside_polygon_agrees_with_opencv():
 
 
 def test_catmull_rom_batch_equals_one_curve_at_a_time():
-    from pipeline.sketch_draw import catmull_rom
+    from pipeline.data.sketch.draw import catmull_rom
 
     ctrl = np.random.default_rng(1).normal(0, 10, (5, 7, 2))
     for closed in (False, True):
@@ -266,7 +266,7 @@ def test_quantile_rows_matches_torch_quantile():
     """The per-face 1% / 99% exposure stretch reads the same values torch.quantile would."""
     import torch
 
-    from pipeline.sketch import _quantile_rows
+    from pipeline.data.sketch.synthesis import _quantile_rows
 
     g = torch.Generator().manual_seed(0)
     for n in (1, 2, 3, 7, 100, 128 * 128):
@@ -277,7 +277,7 @@ def test_quantile_rows_matches_torch_quantile():
 
 
 def test_overlap_batches_cover_every_face_once_in_order():
-    from pipeline.sketch import overlap_batches
+    from pipeline.data.sketch.synthesis import overlap_batches
 
     for n, size in [(0, 16), (1, 16), (5, 16), (16, 16), (17, 16), (40, 16), (204, 16), (10, 1), (7, 3)]:
         batches = overlap_batches(n, size)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.augment import AugmentConfig, Augmenter
-from pipeline.data import ComponentData, IndexSampler, synthetic_components
-from pipeline.profiles import part_boxes
-from pipeline.trainer import TrainConfig, file_digest
+from pipeline.data.augment import AugmentConfig, Augmenter
+from pipeline.data.loader import ComponentData, IndexSampler, synthetic_components
+from pipeline.core.profiles import part_boxes
+from pipeline.training.loop import TrainConfig, file_digest
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +138,7 @@ def test_cli_config_precedence(tmp_path, monkeypatch):
     """CLI option > stage section > shared `train:` section > top-level keys > dataclass default."""
     import yaml
 
-    import pipeline.config
+    import pipeline.core.config
     from stages.train import _config
 
     params = {
@@ -149,7 +149,7 @@ def test_cli_config_precedence(tmp_path, monkeypatch):
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    monkeypatch.setattr(pipeline.config, "PARAMS_FILE", path)
+    monkeypatch.setattr(pipeline.core.config, "PARAMS_FILE", path)
     cfg = _config("local", "nose", {"steps": None, "batch_size": 2, "lr": None, "augment": False})
     assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.lr_d, cfg.seed, cfg.profile) == (11, 2, 3e-4, 1e-4, 7, "micro")
     assert cfg.betas == (0.0, 0.99) and cfg.log_every == 3 and cfg.loss_weights == {"geo": 2.0}

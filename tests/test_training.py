@@ -22,9 +22,9 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline import PARTS
-from pipeline.data import synthetic_components
-from pipeline.profiles import PROFILES
-from pipeline.trainer import NonFiniteLossError, TrainConfig
+from pipeline.data.loader import synthetic_components
+from pipeline.core.profiles import PROFILES
+from pipeline.training.loop import NonFiniteLossError, TrainConfig
 
 PROFILE = "micro128"
 REPO = Path(__file__).resolve().parents[1]
@@ -61,14 +61,17 @@ def make_cfg(root: Path, components: Path, stage: str, part: str, **kw) -> Train
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, components):
     """All four stages, every part, a few steps each: the layout `dvc repro` produces."""
-    from pipeline import training as T
+    from pipeline.training.train_fusion import train_fusion
+    from pipeline.training.train_image_encoder import train_image_encoder
+    from pipeline.training.train_local import train_local
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     root = tmp_path_factory.mktemp("run")
-    for stage, fn in (("sketch_ae", T.train_sketch_ae), ("image_encoder", T.train_image_encoder),
-                      ("local", T.train_local)):
+    for stage, fn in (("sketch_ae", train_sketch_ae), ("image_encoder", train_image_encoder),
+                      ("local", train_local)):
         for part in PARTS:
             fn(part, make_cfg(root, components, stage, part))
-    T.train_fusion(make_cfg(root, components, "fusion", "fusion", batch_size=2))
+    train_fusion(make_cfg(root, components, "fusion", "fusion", batch_size=2))
     return root
 
 
@@ -110,8 +113,8 @@ def test_every_stage_writes_its_outputs(trained):
 
 
 def test_load_editor_composes_a_face(trained, components):
-    from pipeline.data import ComponentData
-    from pipeline.training import load_editor
+    from pipeline.data.loader import ComponentData
+    from pipeline.models.editor import load_editor
 
     editor = load_editor(trained / "models", PROFILE)
     data = ComponentData(components, "test", PARTS)
@@ -125,7 +128,8 @@ def test_load_editor_composes_a_face(trained, components):
 
 
 def test_missing_upstream_names_the_command(tmp_path, components):
-    from pipeline.training import load_part_modules, train_image_encoder
+    from pipeline.models.editor import load_part_modules
+    from pipeline.training.train_image_encoder import train_image_encoder
 
     with pytest.raises(FileNotFoundError, match=r"dvc repro train_sketch_ae@mouth.*dfe train-sketch-ae --part mouth"):
         train_image_encoder("mouth", make_cfg(tmp_path, components, "image_encoder", "mouth"))
@@ -134,8 +138,8 @@ def test_missing_upstream_names_the_command(tmp_path, components):
 
 
 def test_swaps_differ_from_reconstructions(trained, components):
-    from pipeline.data import ComponentData
-    from pipeline.training import load_part_modules
+    from pipeline.data.loader import ComponentData
+    from pipeline.models.editor import load_part_modules
 
     m = load_part_modules(trained / "models", "mouth", PROFILE, which=("image_encoder", "generator"))
     x = ComponentData(components, "test", ("mouth",), load_sketches=False).photos("mouth", torch.arange(4))
@@ -150,7 +154,7 @@ def test_swaps_differ_from_reconstructions(trained, components):
 
 
 def test_sketch_ae_loss_falls(tmp_path, components):
-    from pipeline.training import train_sketch_ae
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     cfg = make_cfg(tmp_path, components, "sketch_ae", "mouth", steps=30, batch_size=8, lr=2e-3,
                    log_every=5, ckpt_every=30, sample_every=30, augment={"enabled": False})
@@ -162,8 +166,8 @@ def test_sketch_ae_loss_falls(tmp_path, components):
 
 
 def test_nan_guard_names_stage_step_and_term(tmp_path, components, monkeypatch):
-    from pipeline import losses
-    from pipeline.training import train_sketch_ae
+    from pipeline.models import losses
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     real_l1, calls = losses.l1, []
 
@@ -195,8 +199,8 @@ def test_local_stage_resumes_exactly_after_interruption(tmp_path, trained, compo
     """GAN stage, two optimisers, swap pairs, augmentation on: stop at step 6, resume from 4."""
     import shutil
 
-    from pipeline import losses
-    from pipeline.training import train_local
+    from pipeline.models import losses
+    from pipeline.training.train_local import train_local
 
     for run in ("straight", "killed"):
         shutil.copytree(trained / "models" / "image_encoder", tmp_path / run / "models" / "image_encoder")
@@ -218,17 +222,17 @@ def test_local_stage_resumes_exactly_after_interruption(tmp_path, trained, compo
 
 def test_sketch_ae_resumes_exactly_after_sigkill(tmp_path, components):
     """A real SIGKILL of a training process mid-run; rerunning ends with the straight run's weights."""
-    from pipeline.training import train_sketch_ae
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     kw = dict(steps=40, ckpt_every=4, log_every=4, sample_every=40)
     killed_root = tmp_path / "killed"
     script = textwrap.dedent(f"""
         import dataclasses
         from pathlib import Path
-        from pipeline.profiles import PROFILES
+        from pipeline.core.profiles import PROFILES
         PROFILES[{PROFILE!r}] = dataclasses.replace(PROFILES["micro"], name={PROFILE!r}, resolution=128)
         import tests.test_training as t
-        from pipeline.training import train_sketch_ae
+        from pipeline.training.train_sketch_ae import train_sketch_ae
         train_sketch_ae("mouth", t.make_cfg(Path({str(killed_root)!r}), Path({str(components)!r}),
                         "sketch_ae", "mouth", **{kw!r}))
     """)
@@ -253,7 +257,7 @@ def test_sketch_ae_resumes_exactly_after_sigkill(tmp_path, components):
 
 
 def test_changed_params_do_not_resume_a_stale_checkpoint(tmp_path, components):
-    from pipeline.training import train_sketch_ae
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     first = train_sketch_ae("mouth", make_cfg(tmp_path, components, "sketch_ae", "mouth"))
     again = train_sketch_ae("mouth", make_cfg(tmp_path, components, "sketch_ae", "mouth", steps=5))
@@ -265,7 +269,7 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tmp_path, components):
 def test_rerun_of_a_finished_stage_keeps_its_recorded_speed(tmp_path, components):
     """`dvc repro` after a code change reruns a finished stage, which resumes at its last step
     and runs nothing: its metrics keep the speed measured when it trained, not 0."""
-    from pipeline.training import train_sketch_ae
+    from pipeline.training.train_sketch_ae import train_sketch_ae
 
     cfg = make_cfg(tmp_path, components, "sketch_ae", "mouth")
     first = train_sketch_ae("mouth", cfg)
@@ -288,9 +292,11 @@ def test_ddp_world_size_one_matches_single_process(stage, tmp_path, trained, com
 
     import torch.distributed as dist
 
-    from pipeline import training as T
+    from pipeline.training.train_local import train_local
+    from pipeline.training.train_sketch_ae import train_sketch_ae
+    from pipeline.training.loop import Trainer
 
-    fn = {"sketch_ae": T.train_sketch_ae, "local": T.train_local}[stage]
+    fn = {"sketch_ae": train_sketch_ae, "local": train_local}[stage]
     for run in ("plain", "ddp"):
         shutil.copytree(trained / "models" / "image_encoder", tmp_path / run / "models" / "image_encoder")
     fn("mouth", make_cfg(tmp_path / "plain", components, stage, "mouth"))
@@ -298,13 +304,13 @@ def test_ddp_world_size_one_matches_single_process(stage, tmp_path, trained, com
                  "MASTER_PORT": str(_free_port())}.items():
         monkeypatch.setenv(k, v)
     wrapped = []
-    real_wrap = T.Trainer.wrap
+    real_wrap = Trainer.wrap
 
     def spy(self, module):
         wrapped.append(real_wrap(self, module))
         return wrapped[-1]
 
-    monkeypatch.setattr(T.Trainer, "wrap", spy)
+    monkeypatch.setattr(Trainer, "wrap", spy)
     fn("mouth", make_cfg(tmp_path / "ddp", components, stage, "mouth"))
     assert wrapped and all(type(w).__name__ == "DistributedDataParallel" for w in wrapped)
     assert not dist.is_initialized()  # the trainer tore down the group it made

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.vgg import MissingWeightsError, VGG19Features, load_vgg19, vgg_weights_path
+from pipeline.models.vgg import MissingWeightsError, VGG19Features, load_vgg19, vgg_weights_path
 
 # torchvision vgg19: index of every conv in `features` and its output channels.
 TORCHVISION_CONVS = {

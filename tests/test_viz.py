@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import viz
-from pipeline.viz import alpha_strip, draw_boxes, make_grid, overlay_sketch, save_png, swap_matrix_grid, to_uint8
+from pipeline.core import viz
+from pipeline.core.viz import alpha_strip, draw_boxes, make_grid, overlay_sketch, save_png, swap_matrix_grid, to_uint8
 
 
 def _tiles(n: int, h: int = 10, w: int = 12, seed: int = 0) -> list[np.ndarray]:

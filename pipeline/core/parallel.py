@@ -2,7 +2,7 @@
 
 Decoding (Pillow), warping (OpenCV) and dlib's detector release the GIL, so those stages use
 threads; sketch drawing is Python-heavy, so it uses processes where starting them pays
-(pipeline.sketch_draw.sketch_workers). The worker count is an
+(pipeline.data.sketch.draw.sketch_workers). The worker count is an
 execution setting like the device, not a param: it comes from `--workers` or $DFE_WORKERS
 (default: every core this process may use), so changing it never invalidates DVC outputs.
 """
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from itertools import islice
 from typing import TypeVar
 
-from .progress import track
+from pipeline.core.progress import track
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.io import save_png  # noqa: F401  (re-exported: viz users save what they draw)
+from pipeline.core.io import save_png  # noqa: F401  (re-exported: viz users save what they draw
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .io import ImageDecodeError, load_image, load_npy, npy_writer, save_csv, save_npy, save_rows
-from .parallel import thread_imap
+from pipeline.core.io import ImageDecodeError, load_image, load_npy, npy_writer, save_csv, save_npy, save_rows
+from pipeline.core.parallel import thread_imap
 
 
 @dataclass(frozen=True)

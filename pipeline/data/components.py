@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import npy_writer, save_csv
-from .profiles import part_boxes
+from pipeline.core.io import npy_writer, save_csv
+from pipeline.core.profiles import part_boxes
+
+SPLITS = ("train", "val", "test")
 
 
 def crop_parts(images: np.ndarray, resolution: int) -> dict[str, np.ndarray]:
@@ -30,7 +32,7 @@ def run_components(
     df = aligned_manifest.merge(split[["id", "split"]], on="id", how="left")
     counts = {}
     boxes = part_boxes(resolution)
-    for name in ("train", "test"):
+    for name in SPLITS:
         sel = df[df["split"] == name]
         rows = sel["row"].to_numpy(int)
         with ExitStack() as files:  # memory-mapped outputs, filled a chunk of faces at a time
@@ -54,7 +56,7 @@ def contact_sheet(
     """Aligned faces with their part boxes, each beside its sketch; saved as a PNG."""
     import cv2
 
-    from .io import save_png
+    from pipeline.core.io import save_png
 
     colours = {"eye1": (230, 60, 60), "eye2": (60, 160, 230), "nose": (60, 200, 90),
                "mouth": (230, 170, 40), "bg": (150, 150, 150)}

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .io import ImageDecodeError, check_image, save_csv
-from .parallel import thread_map
-from .progress import console
+from pipeline.core.io import ImageDecodeError, check_image, save_csv
+from pipeline.core.parallel import thread_map
+from pipeline.core.progress import console
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"}
 

@@ -20,9 +20,9 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from .io import ImageDecodeError, load_image, save_csv, save_npy
-from .parallel import resolve_workers, thread_map
-from .progress import track
+from pipeline.core.io import ImageDecodeError, load_image, save_csv, save_npy
+from pipeline.core.parallel import resolve_workers, thread_map
+from pipeline.core.progress import track
 
 FAN_WEIGHTS = ("2DFAN4-11f355bf06.pth.tar", "s3fd-619a316812.pth")
 
@@ -145,7 +145,7 @@ def make_backend(cfg: LandmarkConfig) -> LandmarkBackend:
     if cfg.backend == "dlib" or (cfg.backend == "auto" and not fan_weights_present()):
         return DlibBackend(cfg.upsample)
     if cfg.backend in ("fan", "auto"):
-        from .config import resolve_device
+        from pipeline.core.config import resolve_device
 
         return FanBackend(str(resolve_device(cfg.device)))  # face-alignment wants a string
     raise ValueError(f"landmarks.backend must be auto, dlib or fan, got {cfg.backend!r}")
@@ -220,3 +220,18 @@ def run_landmarks(
     save_npy(out_dir / "landmarks.npy", arr)
     save_csv(out_dir / "manifest.csv", df)
     return df
+
+
+def detect_landmarks(faces: np.ndarray, backend, what: str | None) -> np.ndarray:
+    """dlib 68-point landmarks (N,68,2) of aligned faces with `backend` (a DlibBackend, loaded
+    once by the caller); NaN rows where no face is found. what=None: no progress bar (for a
+    caller inside one)."""
+    out = np.full((len(faces), 68, 2), np.nan)
+    rows = range(len(faces))
+    for i in track(rows, what) if what else rows:
+        det = backend.detect(np.ascontiguousarray(faces[i]))
+        if det is not None:
+            out[i] = det.landmarks
+    return out
+
+

@@ -156,19 +156,19 @@ class IndexSampler:
 
 
 def synthetic_components(
-    root: str | Path, resolution: int, n_train: int = 16, n_test: int = 4, seed: int = 0
+    root: str | Path, resolution: int, n_train: int = 16, n_test: int = 4, seed: int = 0, n_val: int = 4
 ) -> Path:
     """Write a tiny cartoon-face `components` dir (same layout as the real stage) for tests and
     benchmarks: random skin/eye/lip colours and feature shapes, the sketch is their outline."""
     import cv2
 
-    from pipeline.io import save_csv, save_npy
-    from pipeline.profiles import part_boxes
+    from pipeline.core.io import save_csv, save_npy
+    from pipeline.core.profiles import part_boxes
 
     rng = np.random.default_rng(seed)
     boxes = part_boxes(resolution)
     R = resolution
-    for split, n in (("train", n_train), ("test", n_test)):
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         photos = np.empty((n, R, R, 3), np.uint8)
         sketches = np.full((n, R, R), 255, np.uint8)
         for i in range(n):

@@ -1,4 +1,7 @@
-"""split: train/test by identity, seeded, so a person's photos never straddle the split."""
+"""split: train/val/test by identity, seeded, so a person's photos never straddle two splits.
+
+Choices (steps, alpha, thresholds) are made on `val`; `test` is only reported.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +10,41 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import save_csv
+from pipeline.core.io import save_csv
 
 
-def split_by_identity(manifest: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
-    """Columns id, identity, split. At least one identity lands in each split when there are two."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"split.test_fraction must be in (0, 1), got {test_fraction}")
+def split_by_identity(manifest: pd.DataFrame, test_fraction: float, seed: int, val_fraction: float = 0.0) -> pd.DataFrame:
+    """Columns id, identity, split (train | val | test). The test identities are the first of
+    one seeded shuffle and val the next ones, so adding a val split leaves the test set as it
+    was. At least one identity lands in test (and in val when asked) while train keeps one."""
+    for name, f in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0.0 <= f < 1.0 or (name == "test_fraction" and f == 0.0):
+            raise ValueError(f"split.{name} must be in {'(0, 1)' if name == 'test_fraction' else '[0, 1)'}, got {f}")
+    if test_fraction + val_fraction >= 1.0:
+        raise ValueError(f"split.test_fraction + split.val_fraction must be < 1, got {test_fraction + val_fraction}")
     identities = np.array(sorted(manifest["identity"].astype(str).unique()))
     rng = np.random.default_rng(seed)
     rng.shuffle(identities)
-    n_test = int(round(len(identities) * test_fraction))
-    if len(identities) >= 2:
-        n_test = min(max(n_test, 1), len(identities) - 1)
-    test = set(identities[:n_test])
+    n = len(identities)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * val_fraction))
+    if n >= 2:
+        n_test = min(max(n_test, 1), n - 1)
+    if val_fraction > 0 and n - n_test >= 2:
+        n_val = min(max(n_val, 1), n - n_test - 1)
+    else:
+        n_val = min(n_val, max(n - n_test - 1, 0))
+    test, val = set(identities[:n_test]), set(identities[n_test:n_test + n_val])
+    ident = manifest["identity"].astype(str)
     return pd.DataFrame({
         "id": manifest["id"],
-        "identity": manifest["identity"].astype(str),
-        "split": ["test" if i in test else "train" for i in manifest["identity"].astype(str)],
+        "identity": ident,
+        "split": ["test" if i in test else "val" if i in val else "train" for i in ident],
     })
 
 
-def run_split(aligned_manifest: pd.DataFrame, test_fraction: float, seed: int, out_dir: Path) -> pd.DataFrame:
-    df = split_by_identity(aligned_manifest, test_fraction, seed)
+def run_split(aligned_manifest: pd.DataFrame, test_fraction: float, seed: int, out_dir: Path,
+              val_fraction: float = 0.0) -> pd.DataFrame:
+    df = split_by_identity(aligned_manifest, test_fraction, seed, val_fraction)
     save_csv(out_dir / "split.csv", df)
     return df

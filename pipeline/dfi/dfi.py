@@ -3,11 +3,11 @@
 Attribute vectors come from the TRAINING split only; the edited faces are the test split's
 faces without the attribute, so test identities never contribute to the vectors.
 
-- Fast DFI (`pipeline.dfi.learned_attribute_vectors` / `apply_learned_dfi`): mean difference
+- Fast DFI (`pipeline.dfi.interpolation.learned_attribute_vectors` / `apply_learned_dfi`): mean difference
   of the learned per-part geometry latents (E_image) and appearance codes between training
   faces with and without the attribute; a test face's latents move by alpha times it and go
   through the generators and fusion once. The edited geometry also decodes to a sketch.
-- Classic DFI (VGG-19 features + L-BFGS reconstruction, `pipeline.dfi.dfi_edit`) with K
+- Classic DFI (VGG-19 features + L-BFGS reconstruction, `pipeline.dfi.interpolation.dfi_edit`) with K
   gender-matched neighbours per face, only when the ImageNet VGG-19 weights are on disk;
   otherwise the metrics record why it is absent.
 
@@ -31,10 +31,12 @@ import pandas as pd
 import torch
 
 from pipeline import PARTS
-from pipeline.dfi import SPACES, apply_learned_dfi, learned_attribute_vectors
-from pipeline.evaluate import detect_landmarks, encode, faces_to_tensor, tensor_to_faces
-from pipeline.io import atomic_path, load_npy, save_csv, save_json, save_npy, save_png
-from pipeline.progress import track
+from pipeline.dfi.interpolation import SPACES, apply_learned_dfi, learned_attribute_vectors
+from pipeline.data.landmarks import detect_landmarks
+from pipeline.models.editor import encode
+from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
+from pipeline.core.io import atomic_path, load_npy, save_csv, save_json, save_npy, save_png
+from pipeline.core.progress import track
 
 PLOT_FILES = ("fast.png", "classic.png")
 MOUTH = "mouth"
@@ -150,7 +152,7 @@ def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFID
 
 def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
     """(B,C,R,R) sketches in [-1,1] (one channel replicated) -> (B,R,R) uint8."""
-    from pipeline.viz import to_uint8
+    from pipeline.core.viz import to_uint8
 
     assert x.ndim == 4, x.shape
     return to_uint8(x.mean(dim=1, keepdim=True))
@@ -215,7 +217,7 @@ class ClassicResult:
 
 def classic_dfi(vgg, data: DFIData, cfg: DFIConfig, device: torch.device) -> ClassicResult:
     """VGG-19 DFI on the first `classic_faces` test faces, neighbours from the training split."""
-    from pipeline.dfi import attribute_vector, dfi_edit, mean_dfi_features, select_neighbours
+    from pipeline.dfi.interpolation import attribute_vector, dfi_edit, mean_dfi_features, select_neighbours
 
     pool = np.concatenate([data.train_without, data.train_with])
     pool_attrs = data.manifest.loc[pool].reset_index(drop=True)
@@ -255,8 +257,8 @@ class Evaluator:
     """
 
     def __init__(self, data: DFIData, rows: np.ndarray, pair: np.ndarray, upsample: int) -> None:
-        from pipeline.landmarks import DlibBackend
-        from pipeline.metrics import DlibFaceEmbedder
+        from pipeline.data.landmarks import DlibBackend
+        from pipeline.evaluation.metrics import DlibFaceEmbedder
 
         self.backend = DlibBackend(upsample=upsample)
         self.embedder = DlibFaceEmbedder()
@@ -266,12 +268,12 @@ class Evaluator:
 
     def mouth_errors(self, lm: np.ndarray) -> np.ndarray:
         """Mouth NME (P,) of the paired rows of `lm` (N,68,2) vs the target photos; NaN = missed."""
-        from pipeline.metrics import LANDMARK_GROUPS, landmark_nme
+        from pipeline.evaluation.metrics import LANDMARK_GROUPS, landmark_nme
 
         return landmark_nme(lm[self.has_pair], self.ref_lm, LANDMARK_GROUPS[MOUTH])
 
     def identity(self, images: np.ndarray, against: np.ndarray | None = None) -> dict[str, float | None]:
-        from pipeline.metrics import DLIB_SAME_PERSON_THRESHOLD, identity_distance, identity_similarity
+        from pipeline.evaluation.metrics import DLIB_SAME_PERSON_THRESHOLD, identity_distance, identity_similarity
 
         e = self.embedder.embed(images, boxes="aligned")
         ref = self.e_source if against is None else against
@@ -328,11 +330,11 @@ def run_dfi(
     """
     from safetensors.torch import save_file
 
-    from pipeline.config import resolve_device
-    from pipeline.profiles import get_profile
-    from pipeline.training import load_editor
-    from pipeline.vgg import MissingWeightsError, load_vgg19, vgg_weights_path
-    from pipeline.viz import make_grid, text_image
+    from pipeline.core.config import resolve_device
+    from pipeline.core.profiles import get_profile
+    from pipeline.models.editor import load_editor
+    from pipeline.models.vgg import MissingWeightsError, load_vgg19, vgg_weights_path
+    from pipeline.core.viz import make_grid, text_image
 
     cfg = params if isinstance(params, DFIConfig) else DFIConfig.from_params(params)
     cfg.validate()

@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pipeline.progress import make_progress
-from pipeline.vgg import DFI_LAYERS, VGG19Features
+from pipeline.core.progress import make_progress
+from pipeline.models.vgg import DFI_LAYERS, VGG19Features
 
 # 0-255 pixel units per unit of our [-1, 1] image scale.
 PIXEL_SCALE = 127.5

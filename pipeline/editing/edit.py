@@ -36,7 +36,7 @@ class AlignedFace:
 
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 (H,W,3) of any common image file; EditInputError naming the file otherwise."""
-    from pipeline.io import ImageDecodeError, load_image
+    from pipeline.core.io import ImageDecodeError, load_image
 
     try:
         image, _ = load_image(path, min_side=16)
@@ -50,7 +50,7 @@ class FaceDetector:
     landmarks come back in the full image's pixels."""
 
     def __init__(self, upsample: int = 1, detect_side: int = 512) -> None:
-        from pipeline.landmarks import DlibBackend
+        from pipeline.data.landmarks import DlibBackend
 
         self.backend = DlibBackend(upsample=upsample)
         self.detect_side = detect_side
@@ -67,7 +67,7 @@ class FaceDetector:
 
 def align_image(image: np.ndarray, resolution: int, detector: FaceDetector | None, name: str) -> AlignedFace:
     """Align a photo's face; with detector=None the image is taken as an aligned crop (resized)."""
-    from pipeline.align import alignment_transform, transform_points, warp_face
+    from pipeline.data.align import alignment_transform, transform_points, warp_face
 
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
     if detector is None:
@@ -82,7 +82,7 @@ def align_image(image: np.ndarray, resolution: int, detector: FaceDetector | Non
 
 def warp_sketch(sketch: np.ndarray, transform: np.ndarray, resolution: int) -> np.ndarray:
     """A sketch drawn in a photo's frame -> the aligned frame (R,R) uint8, white where it had no paper."""
-    from pipeline.align import warp_face
+    from pipeline.data.align import warp_face
 
     gray = cv2.cvtColor(sketch, cv2.COLOR_RGB2GRAY) if sketch.ndim == 3 else sketch
     return warp_face(gray, transform, resolution, paper=255)
@@ -122,7 +122,7 @@ def edit_aligned(
     `geometry_photo` (R,R,3) via E_image; appearance codes of every part from `appearance`,
     replaced per part by `part_appearance[part]` (all aligned (R,R,3) uint8 faces).
     """
-    from pipeline.evaluate import faces_to_tensor, tensor_to_faces
+    from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 
     r = editor.profile.resolution
     device = next(editor.fusion.parameters()).device
@@ -167,7 +167,7 @@ class EditResult:
 
 def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditResult:
     """Decode, align, edit and paste back. `detector` may be None only with req.aligned."""
-    from pipeline.align import paste_back
+    from pipeline.data.align import paste_back
 
     r = editor.profile.resolution
     if not req.aligned and detector is None:
@@ -215,7 +215,7 @@ def photo_sketch(
 
     `style` is a SketchStyle; pass randomize=0 for the fixed look the encoders see on average.
     """
-    from pipeline.sketch import synthesize_sketches
+    from pipeline.data.sketch.synthesis import synthesize_sketches
 
     face = align_image(read_image(path), resolution, detector, path)
     sketch = synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), style, seed=0, device=device)[0]

@@ -17,9 +17,12 @@ import pandas as pd
 import torch
 
 from pipeline import PARTS
-from pipeline.config import resolve_device
-from pipeline.io import load_npy, save_json, save_png
-from pipeline.progress import track
+from pipeline.core.config import resolve_device
+from pipeline.core.io import load_npy, save_json, save_png
+from pipeline.core.progress import track
+from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
+from pipeline.data.landmarks import detect_landmarks
+from pipeline.models.editor import encode
 
 PLOT_FILES = ("reconstructions.png", "swaps.png", "sketches.png")
 
@@ -29,7 +32,7 @@ class EvalConfig:
     profile: str = "small"
     components: str = "data/components"  # test manifest: rows of the split, `source_row` into aligned
     aligned: str = "data/aligned"  # images.npy (N,R,R,3), landmarks.npy (N,68,2) aligned px
-    sketches: str = "data/sketch/sketches.npy"  # (N,R,R) dataset sketches, same rows as aligned
+    sketches: str = "data/sketches/sketches.npy"  # (N,R,R) dataset sketches, same rows as aligned
     models_dir: str = "models"
     metrics_path: str = "reports/evaluate.json"
     plots_dir: str = "reports/evaluate"
@@ -93,19 +96,6 @@ def swap_pairs(identities: list[str], per_face: int) -> np.ndarray:
     return np.asarray(pairs, dtype=np.int64)
 
 
-def faces_to_tensor(faces: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(B,R,R,3) uint8 -> (B,3,R,R) float in [-1,1] on `device`."""
-    assert faces.ndim == 4 and faces.shape[3] == 3 and faces.dtype == np.uint8, (faces.shape, faces.dtype)
-    # np.array copies: slices of a read-only memmap cannot back a tensor.
-    return torch.from_numpy(np.array(faces)).to(device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-
-
-def tensor_to_faces(x: torch.Tensor) -> np.ndarray:
-    """(B,3,R,R) in [-1,1] -> (B,R,R,3) uint8 on the CPU."""
-    assert x.ndim == 4 and x.shape[1] == 3, x.shape
-    return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-
-
 def _index(latents: dict[str, torch.Tensor], idx: np.ndarray) -> dict[str, torch.Tensor]:
     t = torch.as_tensor(idx, device=next(iter(latents.values())).device)
     return {p: v.index_select(0, t) for p, v in latents.items()}
@@ -120,37 +110,9 @@ def _render_pairs(editor, geometry, codes, pairs: np.ndarray, batch_size: int, w
     return np.concatenate(out)
 
 
-def encode(editor, faces: np.ndarray, batch_size: int, device: torch.device, what: str
-           ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Geometry latents (E_image) part -> (N,C,h,w) and appearance codes part -> (N,A) of
-    (N,R,R,3) uint8 faces, kept on the device."""
-    geo: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
-    app: dict[str, list[torch.Tensor]] = {p: [] for p in PARTS}
-    for start in track(range(0, len(faces), batch_size), what):
-        face = faces_to_tensor(faces[start : start + batch_size], device)
-        for p, v in editor.geometry_from_photo(face).items():
-            geo[p].append(v)
-        for p, v in editor.appearance_codes(face).items():
-            app[p].append(v)
-    return {p: torch.cat(v) for p, v in geo.items()}, {p: torch.cat(v) for p, v in app.items()}
-
-
-def detect_landmarks(faces: np.ndarray, backend, what: str | None) -> np.ndarray:
-    """dlib 68-point landmarks (N,68,2) of aligned faces with `backend` (a DlibBackend, loaded
-    once by the caller); NaN rows where no face is found. what=None: no progress bar (for a
-    caller inside one)."""
-    out = np.full((len(faces), 68, 2), np.nan)
-    rows = range(len(faces))
-    for i in track(rows, what) if what else rows:
-        det = backend.detect(np.ascontiguousarray(faces[i]))
-        if det is not None:
-            out[i] = det.landmarks
-    return out
-
-
 def _nme(pred: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
     """Mean NME over detected faces, and the number of faces with no detection."""
-    from pipeline.metrics import landmark_nme
+    from pipeline.evaluation.metrics import landmark_nme
 
     err = landmark_nme(pred, ref)
     found = np.isfinite(err)
@@ -158,7 +120,7 @@ def _nme(pred: np.ndarray, ref: np.ndarray) -> tuple[float, int]:
 
 
 def _lab(images: np.ndarray, boxes, device) -> dict[str, np.ndarray]:
-    from pipeline.metrics import part_lab_stats
+    from pipeline.evaluation.metrics import part_lab_stats
 
     return part_lab_stats(images, boxes, device=device)
 
@@ -179,10 +141,10 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run every metric on the test split; write `cfg.metrics_path` and the PNG grids; return the metrics."""
-    from pipeline import metrics as M
-    from pipeline.profiles import get_profile
-    from pipeline.training import load_editor
-    from pipeline.viz import make_grid, swap_matrix_grid, to_uint8
+    from pipeline.evaluation import metrics as M
+    from pipeline.core.profiles import get_profile
+    from pipeline.models.editor import load_editor
+    from pipeline.core.viz import make_grid, swap_matrix_grid, to_uint8
 
     profile = get_profile(cfg.profile)
     device = resolve_device(cfg.device)
@@ -207,7 +169,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
     # Geometry: landmarks found on the outputs vs the geometry source's landmarks. The same
     # detector on the aligned photos themselves gives the floor (detection noise at this size).
-    from pipeline.landmarks import DlibBackend
+    from pipeline.data.landmarks import DlibBackend
 
     dlib = DlibBackend(upsample=cfg.landmark_upsample)  # loading it takes ~1.7 s: once
     lm_photo = detect_landmarks(data.faces, dlib, "landmarks: photos")

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .landmarks import dlib_model_dir
+from pipeline.data.landmarks import dlib_model_dir
 
 # 68-point iBUG index groups, for `landmark_nme(idx=...)`.
 LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {

@@ -113,7 +113,7 @@ class PerceptualLoss(nn.Module):
         weights_path: str | None = None,
     ) -> None:
         super().__init__()
-        from . import vgg  # lazy: importing pipeline.losses needs no VGG
+        from pipeline.models import vgg  # lazy: importing pipeline.models.losses needs no VGG
 
         self.layers = dict(layers or DEFAULT_PERCEPTUAL_LAYERS)
         try:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .profiles import NOSE_PASTE_FRACTION, Profile, part_boxes
+from pipeline.core.profiles import NOSE_PASTE_FRACTION, Profile, part_boxes
 
 __all__ = [
     "AdaIN",

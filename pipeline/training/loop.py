@@ -33,10 +33,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from pipeline.augment import AugmentConfig
-from pipeline.data import IndexSampler
-from pipeline.io import atomic_path, save_json
-from pipeline.progress import console, make_progress
+from pipeline.data.augment import AugmentConfig
+from pipeline.data.loader import IndexSampler
+from pipeline.core.io import atomic_path, save_json
+from pipeline.core.progress import console, make_progress
 
 STAGES = ("sketch_ae", "image_encoder", "local", "fusion")
 
@@ -443,10 +443,10 @@ class Trainer:
     def _export(self, task: Task) -> None:
         if not self.is_main:
             return
-        from pipeline.official import save_modules_safetensors
+        from pipeline.models.weights import save_modules_safetensors
 
         save_modules_safetensors(self.cfg.weights_path, task.export())
-        from pipeline.profiles import get_profile
+        from pipeline.core.profiles import get_profile
 
         save_json(self.cfg.config_path, {
             "config": self.cfg.to_dict(),

@@ -3,7 +3,7 @@
 Threshold, thin to a skeleton, drop short fragments and spurs, trace polylines, bridge small
 gaps, smooth, add landmark-guided feature strokes, and re-render with anti-aliased strokes of
 varying width. Plain NumPy/OpenCV and no torch, so process-pool workers start quickly
-(pipeline/sketch.py computes the response on the device and farms this part out).
+(pipeline/data/sketch/synthesis.py computes the response on the device and farms this part out).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from skimage.morphology import remove_small_objects, skeletonize
 
-from .parallel import WORKERS_ENV, available_cores, resolve_workers
+from pipeline.core.parallel import WORKERS_ENV, available_cores, resolve_workers
 
 REF_RES = 256  # pixel-valued knobs are given at this resolution and scale linearly with R
 _SUPERSAMPLE = 4  # strokes are rendered at 4x and area-downsampled: fractional widths, clean AA

@@ -29,15 +29,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .parallel import available_cores, process_pool
-from .progress import make_progress
-from .sketch_draw import REF_RES, SketchStyle, draw_faces, face_rng, sample_style, sketch_one, sketch_workers
+from pipeline.core.parallel import available_cores, process_pool
+from pipeline.core.progress import make_progress
+from pipeline.data.sketch.draw import REF_RES, SketchStyle, draw_faces, face_rng, sample_style, sketch_one, sketch_workers
 
 __all__ = ["REF_RES", "SketchStyle", "face_rng", "fdog_response", "sample_style", "sketch_one", "synthesize_sketches"]
 
-# What pool workers import before forking (pipeline.parallel.process_pool): on CPU they run
+# What pool workers import before forking (pipeline.core.parallel.process_pool): on CPU they run
 # the whole recipe, torch included; on a GPU they only draw, and the import costs nothing extra.
-POOL_PRELOAD = ("pipeline.sketch",)
+POOL_PRELOAD = ("pipeline.data.sketch.synthesis",)
 
 # ----------------------------------------------------------------------------- device part
 
@@ -170,7 +170,7 @@ def synthesize_sketches(
     """Hand-drawn-style sketches: images (N,R,R,3) uint8 RGB, landmarks (N,68,2) float32 (x,y)
     in the same pixel frame -> (N,R,R) uint8, black strokes (0) on white (255).
 
-    Batches go to `pool` (a pipeline.parallel.process_pool, for callers that sketch several
+    Batches go to `pool` (a pipeline.core.parallel.process_pool, for callers that sketch several
     sets) or else to `workers` processes (None: $DFE_WORKERS or all cores; 1: all in this
     process). On a GPU the responses are computed here, batch by batch, and the workers draw;
     on the CPU each worker runs the whole recipe on one core. The output does not depend on

@@ -33,6 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--components", type=Path, default=None, help="a real data/components dir")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--amp", choices=("on", "off", "both"), default="on",
+                    help="bf16 autocast (on: where it pays, see training.loop.bf16_autocast_pays); "
+                         "both: run fp32 and bf16 and print the speed-up per stage")
     args = ap.parse_args(argv)
 
     import torch
@@ -52,16 +55,18 @@ def main(argv: list[str] | None = None) -> None:
     for col in ("stage", "part", "images/s", "ms/step", "data %", "log %", "outside model %"):
         table.add_column(col, justify="right")
     totals = {"data": 0.0, "model": 0.0, "log": 0.0}
+    modes = {"on": [True], "off": [False], "both": [False, True]}[args.amp]
+    ms: dict[tuple[str, str, bool], float] = {}
     with tempfile.TemporaryDirectory(prefix="dfe-bench-") as tmp:
         root = Path(tmp)
         comps = args.components or synthetic_components(root / "components", profile.resolution, args.faces, 4)
 
-        def cfg(stage: str, part: str) -> TrainConfig:
+        def cfg(stage: str, part: str, amp: bool) -> TrainConfig:
             return TrainConfig(
                 stage=stage, part=part, profile=profile.name, steps=args.steps, batch_size=args.batch_size,
-                log_every=10, ckpt_every=args.steps, sample_every=args.steps, device=args.device,
-                progress=False, timing_sync=True, components=str(comps), models_dir=str(root / "models"),
-                checkpoints_dir=str(root / "checkpoints"), live_root=str(root / "dvclive"),
+                log_every=10, ckpt_every=args.steps, sample_every=args.steps, device=args.device, amp=amp,
+                progress=False, timing_sync=True, components=str(comps), models_dir=str(root / f"models{amp}"),
+                checkpoints_dir=str(root / f"checkpoints{amp}"), live_root=str(root / f"dvclive{amp}"),
             )
 
         runs = [(s, p) for s in ("sketch_ae", "image_encoder", "local") for p in parts]
@@ -69,18 +74,34 @@ def main(argv: list[str] | None = None) -> None:
             runs.append(("fusion", "fusion"))
         fns = {"sketch_ae": train_sketch_ae, "image_encoder": train_image_encoder, "local": train_local}
         wall = time.perf_counter()
-        for stage, part in runs:
-            r = train_fusion(cfg(stage, part)) if stage == "fusion" else fns[stage](part, cfg(stage, part))
-            sec = r.seconds
-            step_total = sum(sec.values())
-            for k in totals:
-                totals[k] += sec.get(k, 0.0)
-            table.add_row(
-                stage, part, f"{r.images_per_s:.1f}", f"{1000 * step_total / args.steps:.0f}",
-                f"{100 * sec['data'] / step_total:.1f}", f"{100 * sec['log'] / step_total:.1f}",
-                f"{100 * (sec['data'] + sec['log']) / step_total:.1f}",
-            )
+        for amp in modes:
+            for stage, part in runs:
+                c = cfg(stage, part, amp)
+                r = train_fusion(c) if stage == "fusion" else fns[stage](part, c)
+                sec = r.seconds
+                step_total = sum(sec.values())
+                ms[stage, part, amp] = 1000 * step_total / args.steps
+                if amp != modes[-1]:
+                    continue
+                for k in totals:
+                    totals[k] += sec.get(k, 0.0)
+                table.add_row(
+                    stage, part, f"{r.images_per_s:.1f}", f"{1000 * step_total / args.steps:.0f}",
+                    f"{100 * sec['data'] / step_total:.1f}", f"{100 * sec['log'] / step_total:.1f}",
+                    f"{100 * (sec['data'] + sec['log']) / step_total:.1f}",
+                )
         wall = time.perf_counter() - wall
+    if len(modes) == 2:
+        speed = Table(title="bf16 autocast: fp32 ms/step / bf16 ms/step (same steps, same data)")
+        for col in ("stage", "part", "fp32 ms", "bf16 ms", "speed-up"):
+            speed.add_column(col, justify="right")
+        for stage, part in runs:
+            a, b = ms[stage, part, False], ms[stage, part, True]
+            speed.add_row(stage, part, f"{a:.0f}", f"{b:.0f}", f"{a / b:.2f}x")
+        total_a = sum(ms[s, p, False] for s, p in runs)
+        total_b = sum(ms[s, p, True] for s, p in runs)
+        speed.add_row("all", "", f"{total_a:.0f}", f"{total_b:.0f}", f"{total_a / total_b:.2f}x")
+        console.print(speed)
     console.print(table)
     all_steps = sum(totals.values())
     console.print(

@@ -68,7 +68,7 @@ _LR = typer.Option(None, help="Adam learning rate (params.yaml: lr)")
 _SEED = typer.Option(None, help="random seed (params.yaml: seed)")
 _PROFILE = typer.Option(None, help="paper | small | micro (params.yaml: profile)")
 _DEVICE = typer.Option(None, help="auto | cpu | cuda (params.yaml: train.device)")
-_AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA (params.yaml: train.amp)")
+_AMP = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA and bf16-capable CPUs (params.yaml: train.amp)")
 _AUG = typer.Option(None, "--augment/--no-augment", help="kornia augmentations (params.yaml: train.augment.enabled)")
 
 

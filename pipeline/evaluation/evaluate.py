@@ -1,9 +1,15 @@
-"""evaluate: reconstruction, disentanglement and identity metrics on the test split, plus image grids.
+"""evaluate: reconstruction, disentanglement, identity and sketch metrics on the test split,
+each beside its nulls on the same faces, plus image grids.
 
-Every figure for geometry/appearance swaps sits beside the same figure for reconstructions,
-which is the floor a swap can reach: a swap (geometry of face i, appearance of face j) should
-keep i's landmarks about as well as i's reconstruction does, and take j's part colours
-(its Lab distance to j below its distance to i).
+A figure means nothing without what a model that learned nothing would score:
+- floor: the photo itself (dlib on the photo against the stored landmarks; a person's other
+  photo for identity);
+- "learned nothing": the training set's mean face (landmarks), mean image (identity, PSNR) and
+  mean sketch (decoded sketches);
+- "ignores geometry": a swap (geometry of face i, appearance of face j) that just returned j
+  would score j's own landmarks against i's.
+`ratios` divides each model figure by its null and `gates` checks the bars of
+`metrics.GATES`, so a mean-face model cannot read as a success.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 from pipeline.data.landmarks import detect_landmarks
 from pipeline.models.editor import encode
 
-PLOT_FILES = ("reconstructions.png", "swaps.png", "sketches.png")
+PLOT_FILES = ("reconstructions.png", "swaps.png", "swap_pairs.png", "sketches.png")
 
 
 @dataclass(frozen=True)
@@ -53,17 +59,17 @@ class TestSet:
     sketches: np.ndarray | None  # (N,R,R) uint8 dataset sketches
 
 
-def load_test_set(cfg: EvalConfig, resolution: int) -> TestSet:
-    manifest_path = Path(cfg.components) / "test" / "manifest.csv"
+def load_test_set(cfg: EvalConfig, resolution: int, split: str = "test") -> TestSet:
+    manifest_path = Path(cfg.components) / split / "manifest.csv"
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path} missing: run `dvc repro components` (or `dfe components`)")
     manifest = pd.read_csv(manifest_path, dtype={"identity": str})
     if "source_row" not in manifest.columns:
         raise ValueError(f"{manifest_path} lacks `source_row` (the row in {cfg.aligned}/images.npy)")
-    if cfg.max_faces > 0:
+    if cfg.max_faces > 0 and split != "train":
         manifest = manifest.iloc[: cfg.max_faces]
     if len(manifest) < 2:
-        raise ValueError(f"{manifest_path}: the test split needs at least 2 faces for swaps, has {len(manifest)}")
+        raise ValueError(f"{manifest_path}: the {split} split needs at least 2 faces for swaps, has {len(manifest)}")
     rows = manifest["source_row"].to_numpy(dtype=np.int64)
     images = load_npy(Path(cfg.aligned) / "images.npy")
     landmarks = load_npy(Path(cfg.aligned) / "landmarks.npy")
@@ -139,17 +145,74 @@ def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
             for k, v in d.items()}
 
 
-def evaluate(cfg: EvalConfig) -> dict[str, Any]:
-    """Run every metric on the test split; write `cfg.metrics_path` and the PNG grids; return the metrics."""
+def _rate(x: np.ndarray) -> float:
+    """Mean of a boolean condition over the finite entries (NaN = no face found: not counted)."""
+    return float(np.mean(x[np.isfinite(x)] < 0.6)) if np.isfinite(x).any() else float("nan")
+
+
+def _groups(pred: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    from pipeline.evaluation.metrics import LANDMARK_GROUPS, landmark_nme
+
+    out = {}
+    for g, idx in LANDMARK_GROUPS.items():
+        err = landmark_nme(pred, ref, idx)
+        out[g] = float(np.nanmean(err)) if np.isfinite(err).any() else float("nan")
+    return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return float(a / b) if np.isfinite(a) and np.isfinite(b) and b > 0 else float("nan")
+
+
+def _other_photo(identities: list[str]) -> np.ndarray:
+    """For each face, another face of the same person (-1 when there is none)."""
+    out = np.full(len(identities), -1)
+    for i, who in enumerate(identities):
+        same = [j for j, w in enumerate(identities) if w == who and j != i]
+        if same:
+            out[i] = same[0]
+    return out
+
+
+def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
+    """(B,3,R,R) decoded sketches in [-1,1] -> (B,R,R) uint8 (the channel mean)."""
+    return ((x.float().mean(dim=1).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
+
+
+@dataclass
+class Nulls:
+    """What a model that learned nothing would output, from the training split."""
+
+    mean_face: np.ndarray  # (68,2) aligned px: mean training landmarks
+    mean_image: np.ndarray  # (R,R,3) uint8: mean training photo
+    mean_sketch: np.ndarray | None  # (R,R) uint8: mean training sketch
+
+
+def training_nulls(cfg: EvalConfig, resolution: int) -> Nulls:
+    train = load_test_set(cfg, resolution, split="train")
+    mean_sketch = None
+    if train.sketches is not None:
+        mean_sketch = (train.sketches.astype(np.float64).mean(0) + 0.5).astype(np.uint8)
+    return Nulls(train.landmarks.mean(0), (train.faces.astype(np.float64).mean(0) + 0.5).astype(np.uint8), mean_sketch)
+
+
+def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
+    """Run every metric on the test split; write `cfg.metrics_path` and the PNG grids; return the metrics.
+
+    `editor`: anything with the `Editor` interface (tests pass stand-ins such as a model that
+    outputs the mean face); by default the trained models under `cfg.models_dir`.
+    """
     from pipeline.evaluation import metrics as M
     from pipeline.core.profiles import get_profile
     from pipeline.models.editor import load_editor
-    from pipeline.core.viz import make_grid, swap_matrix_grid, to_uint8
+    from pipeline.core.viz import make_grid, swap_matrix_grid
 
     profile = get_profile(cfg.profile)
     device = resolve_device(cfg.device)
-    editor = load_editor(cfg.models_dir, profile, device)
+    if editor is None:
+        editor = load_editor(cfg.models_dir, profile, device)
     data = load_test_set(cfg, profile.resolution)
+    nulls = training_nulls(cfg, profile.resolution)
     n = len(data.ids)
     bs = cfg.batch_size
 
@@ -160,24 +223,31 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     pairs = swap_pairs(data.identities, cfg.swaps_per_face)
     swaps = _render_pairs(editor, geo, app, pairs, bs, "swap")
     gi, aj = pairs[:, 0], pairs[:, 1]
+    mean_images = np.broadcast_to(nulls.mean_image, data.faces.shape)
 
-    # Reconstruction fidelity.
+    # Reconstruction fidelity, beside the mean training image's.
     photo_t = faces_to_tensor(data.faces, device)
     recon_t = faces_to_tensor(recon, device)
+    mean_t = faces_to_tensor(np.ascontiguousarray(mean_images), device)
     psnr = M.psnr(recon_t, photo_t).cpu().numpy()
     ssim = M.ssim(recon_t, photo_t).cpu().numpy()
 
-    # Geometry: landmarks found on the outputs vs the geometry source's landmarks. The same
-    # detector on the aligned photos themselves gives the floor (detection noise at this size).
+    # Geometry: dlib landmarks of the outputs against the stored landmarks of the source. The
+    # same detector on the photos gives the floor (detection noise at this size).
     from pipeline.data.landmarks import DlibBackend
 
     dlib = DlibBackend(upsample=cfg.landmark_upsample)  # loading it takes ~1.7 s: once
     lm_photo = detect_landmarks(data.faces, dlib, "landmarks: photos")
     lm_recon = detect_landmarks(recon, dlib, "landmarks: reconstructions")
     lm_swap = detect_landmarks(swaps, dlib, "landmarks: swaps")
+    lm_geo, lm_app = data.landmarks[gi], data.landmarks[aj]
+    lm_mean = np.broadcast_to(nulls.mean_face, data.landmarks.shape)
     nme_photo, miss_photo = _nme(lm_photo, data.landmarks)
     nme_recon, miss_recon = _nme(lm_recon, data.landmarks)
-    nme_swap, miss_swap = _nme(lm_swap, data.landmarks[gi])
+    nme_swap, miss_swap = _nme(lm_swap, lm_geo)
+    nme_swap_app, _ = _nme(lm_swap, lm_app)
+    nme_mean, _ = _nme(lm_mean, data.landmarks)
+    nme_ignores, _ = _nme(lm_app, lm_geo)
 
     # Appearance: per-part mean Lab colour distance (CIE76 dE).
     boxes = editor.boxes
@@ -189,20 +259,77 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     d_swap_geo = M.lab_stat_distance(lab_swap, _rows(lab_photo, gi))
     d_src = M.lab_stat_distance(_rows(lab_photo, aj), _rows(lab_photo, gi))  # how far apart the sources are
 
-    # Identity: dlib descriptors on the fixed aligned face box.
+    # Identity: dlib descriptors on the fixed aligned face box; distance < 0.6 = same person.
     embedder = M.DlibFaceEmbedder()
     e_photo = embedder.embed(data.faces, boxes="aligned")
     e_recon = embedder.embed(recon, boxes="aligned")
     e_swap = embedder.embed(swaps, boxes="aligned")
+    e_mean = embedder.embed(nulls.mean_image[None], boxes="aligned")
+    other = _other_photo(data.identities)
+    has_other = other >= 0
+    dist_recon = M.identity_distance(e_recon, e_photo)
+    identity = {
+        "recon_same_person": _rate(dist_recon),
+        "recon_distance": float(np.nanmean(dist_recon)),
+        "recon_similarity": float(np.nanmean(M.identity_similarity(e_recon, e_photo))),
+        # floor: two real photos of one person (neutral vs smiling) at this resolution
+        "other_photo_same_person": _rate(M.identity_distance(e_photo[has_other], e_photo[other[has_other]]))
+        if has_other.any() else float("nan"),
+        # null: the mean training photo against every test photo
+        "null_mean_image_same_person": _rate(M.identity_distance(np.repeat(e_mean, n, 0), e_photo)),
+        "swap_same_person_geometry": _rate(M.identity_distance(e_swap, e_photo[gi])),
+        "swap_same_person_appearance": _rate(M.identity_distance(e_swap, e_photo[aj])),
+        # null: the two sources of a swap are different people
+        "null_sources_same_person": _rate(M.identity_distance(e_photo[aj], e_photo[gi])),
+        "swap_similarity_geometry": float(np.nanmean(M.identity_similarity(e_swap, e_photo[gi]))),
+        "swap_similarity_appearance": float(np.nanmean(M.identity_similarity(e_swap, e_photo[aj]))),
+    }
 
-    optional = M.optional_metric_status()
+    # Decoded sketches: D_sketch(E_image(photo)) against the dataset sketch of the same face.
+    sketch: dict[str, Any] = {}
+    decoded = None
+    if data.sketches is not None:
+        decoded = np.concatenate([
+            _sketch_uint8(editor.sketch_from_geometry(_index(geo, np.arange(a, min(a + bs, n)))))
+            for a in range(0, n, bs)])
+        tol = max(1.0, profile.resolution / 64)  # 2 px at 128, 8 px at 512
+        others = np.roll(np.arange(n), 1)
+        if nulls.mean_sketch is not None:
+            mean_sk = np.broadcast_to(nulls.mean_sketch, data.sketches.shape)
+            sketch["null_mean_sketch_fscore"] = float(M.sketch_fscore(mean_sk, data.sketches, tol).mean())
+        sketch.update({
+            "decoded_fscore": float(M.sketch_fscore(decoded, data.sketches, tol).mean()),
+            "null_other_face_fscore": float(M.sketch_fscore(data.sketches[others], data.sketches, tol).mean()),
+            "tolerance_px": tol,
+        })
+
     metrics: dict[str, Any] = {
         "n_test": n,
         "n_swaps": len(pairs),
-        "recon": {"psnr": float(psnr.mean()), "ssim": float(ssim.mean())},
+        "recon": {
+            "psnr": float(psnr.mean()), "ssim": float(ssim.mean()),
+            "null_mean_image_psnr": float(M.psnr(mean_t, photo_t).mean()),
+            "null_mean_image_ssim": float(M.ssim(mean_t, photo_t).mean()),
+        },
         "landmarks": {
-            "nme_photo": nme_photo, "nme_recon": nme_recon, "nme_swap": nme_swap,
+            "photo": nme_photo, "recon": nme_recon,
+            "swap_to_geometry": nme_swap, "swap_to_appearance": nme_swap_app,
+            "null_mean_face": nme_mean, "null_ignores_geometry": nme_ignores,
             "missed_photo": miss_photo, "missed_recon": miss_recon, "missed_swap": miss_swap,
+            "groups": {
+                **{f"recon_{g}": v for g, v in _groups(lm_recon, data.landmarks).items()},
+                **{f"null_mean_face_{g}": v for g, v in _groups(lm_mean, data.landmarks).items()},
+                **{f"swap_{g}": v for g, v in _groups(lm_swap, lm_geo).items()},
+                **{f"null_ignores_geometry_{g}": v for g, v in _groups(lm_app, lm_geo).items()},
+            },
+        },
+        "ratios": {
+            "recon_over_mean_face": _ratio(nme_recon, nme_mean),
+            "swap_over_ignores_geometry": _ratio(nme_swap, nme_ignores),
+            "swap_over_mean_face": _ratio(nme_swap, nme_mean),
+            "swap_appearance_over_geometry": _ratio(nme_swap_app, nme_swap),
+            "sketch_over_mean_sketch": _ratio(sketch.get("decoded_fscore", float("nan")),
+                                              sketch.get("null_mean_sketch_fscore", float("nan"))),
         },
         "lab": {
             "recon_to_photo": float(_mean_parts(d_recon).mean()),
@@ -214,16 +341,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             **{f"swap_to_geometry_{p}": float(d_swap_geo[p].mean()) for p in PARTS},
             **{f"recon_to_photo_{p}": float(d_recon[p].mean()) for p in PARTS},
         },
-        "identity": {
-            "recon_similarity": float(np.nanmean(M.identity_similarity(e_recon, e_photo))),
-            "recon_distance": float(np.nanmean(M.identity_distance(e_recon, e_photo))),
-            "recon_same_person": float(np.nanmean(M.identity_distance(e_recon, e_photo) < 0.6)),
-            "swap_similarity_geometry": float(np.nanmean(M.identity_similarity(e_swap, e_photo[gi]))),
-            "swap_similarity_appearance": float(np.nanmean(M.identity_similarity(e_swap, e_photo[aj]))),
-        },
-        "fid": optional["fid"],
-        "lpips": optional["lpips"],
+        "identity": identity,
+        "sketch": sketch,
     }
+    # FID and LPIPS need weights we neither ship nor download: absent, never a string here.
+    metrics["gates"] = M.gates(_json_safe(metrics))
 
     # Image grids (DVC image plots).
     plots = Path(cfg.plots_dir)
@@ -233,12 +355,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     matrix = np.stack(np.meshgrid(np.arange(g), np.arange(g), indexing="ij"), axis=-1).reshape(-1, 2)
     grid_swaps = _render_pairs(editor, geo, app, matrix, bs, "swap matrix").reshape(g, g, *recon.shape[1:])
     save_png(plots / "swaps.png", swap_matrix_grid(list(data.faces[:g]), list(data.faces[:g]), grid_swaps))
-    # Sketches are one channel (replicated to 3 for the encoders): show the channel mean.
-    decoded = to_uint8(editor.sketch_from_geometry(_index(geo, np.arange(g))).mean(dim=1, keepdim=True))
+    shown = np.arange(0, len(pairs), max(1, cfg.swaps_per_face))[: 2 * g]  # one pair per geometry source
+    pair_cells = [im for k in shown for im in (data.faces[gi[k]], swaps[k], data.faces[aj[k]])]
+    save_png(plots / "swap_pairs.png", make_grid(
+        pair_cells, nrow=3, col_labels=["geometry source", "swap", "appearance source"]))
     sketch_cells = []
     for k in range(g):
         dataset = data.sketches[k] if data.sketches is not None else None
-        sketch_cells += [data.faces[k], dataset, decoded[k]]
+        sketch_cells += [data.faces[k], dataset, decoded[k] if decoded is not None else None]
     save_png(plots / "sketches.png", make_grid(
         sketch_cells, nrow=3, col_labels=["photo", "dataset sketch", "from geometry"]))
 

@@ -335,3 +335,68 @@ def optional_metric_status() -> dict[str, str]:
         why.append("torchvision not installed")
     lp = f"available: lpips with {pairs[0][0]} and {pairs[0][1]}" if not why else "absent: " + "; ".join(why)
     return {"fid": fid, "lpips": lp}
+
+
+# ---------------------------------------------------------------- sketches ----------------
+
+
+def sketch_fscore(pred: np.ndarray, ref: np.ndarray, tolerance: float, ink: int = 128) -> np.ndarray:
+    """Stroke F-score (N,) of sketches (N,H,W) uint8, black ink on white: a predicted ink
+    pixel counts as right when a reference ink pixel lies within `tolerance` px (precision),
+    and a reference ink pixel as found when a predicted one does (recall); F = 2PR/(P+R).
+    A chamfer-style match, so a stroke drawn a pixel off still counts. Faces where both
+    sketches are blank score 1, one blank 0."""
+    import cv2
+
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if pred.shape != ref.shape or pred.ndim != 3:
+        raise ValueError(f"expected two (N,H,W) arrays, got {pred.shape} and {ref.shape}")
+    out = np.empty(len(pred))
+    for i, (p, r) in enumerate(zip(pred, ref)):
+        p_ink, r_ink = p < ink, r < ink
+        if not p_ink.any() or not r_ink.any():
+            out[i] = float(p_ink.any() == r_ink.any())
+            continue
+        # distance of every pixel to the nearest ink pixel of the other sketch
+        d_to_r = cv2.distanceTransform((~r_ink).astype(np.uint8), cv2.DIST_L2, 3)
+        d_to_p = cv2.distanceTransform((~p_ink).astype(np.uint8), cv2.DIST_L2, 3)
+        precision = float((d_to_r[p_ink] <= tolerance).mean())
+        recall = float((d_to_p[r_ink] <= tolerance).mean())
+        out[i] = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
+    return out
+
+
+# ---------------------------------------------------------------- gates -------------------
+
+# The bars a trained model must clear on the test split, each against its null (issue 12 of
+# the project; README "What the small profile reaches"). Ratios are model / null.
+GATES: dict[str, tuple[str, str, float]] = {
+    # name: (metric path, comparison, bar)
+    "recon_same_person": ("identity.recon_same_person", ">=", 0.6),
+    "recon_landmarks_vs_mean_face": ("ratios.recon_over_mean_face", "<=", 0.6),
+    "swap_follows_geometry": ("ratios.swap_over_ignores_geometry", "<=", 0.75),
+    # The mean face scores ~0.7 of "ignores geometry" on London: a swap must also beat it.
+    "swap_beats_mean_face": ("ratios.swap_over_mean_face", "<=", 0.8),
+    "swap_not_appearance_shape": ("ratios.swap_appearance_over_geometry", ">=", 1.25),
+    "swap_takes_appearance_colour": ("lab.swap_follows_appearance", ">=", 0.9),
+    "decoded_sketch_beats_mean_sketch": ("ratios.sketch_over_mean_sketch", ">=", 1.25),
+}
+
+
+def _lookup(metrics: Mapping, path: str) -> float | None:
+    node: object = metrics
+    for key in path.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    return None if node is None else float(node)
+
+
+def gates(metrics: Mapping) -> dict[str, bool]:
+    """Each bar of `GATES` as passed (True) or not; a missing or NaN figure fails."""
+    out = {}
+    for name, (path, op, bar) in GATES.items():
+        v = _lookup(metrics, path)
+        ok = v is not None and np.isfinite(v) and (v >= bar if op == ">=" else v <= bar)
+        out[name] = bool(ok)
+    return out

@@ -40,6 +40,7 @@ DEFAULT_LOSS_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 N_SAMPLES = 4  # faces in the dvclive sample grids
+N_VAL = 16  # val faces behind the logged validation loss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,10 +76,15 @@ class TaskBase:
         self.shown = ComponentData(self.cfg.components, "val", parts, self.device, load_sketches=sketches) \
             if has_val else self.data
         self.shown_idx = torch.arange(min(N_SAMPLES, len(self.shown)))
+        self.val_idx = torch.arange(min(N_VAL, len(self.shown)))  # fixed faces: a comparable curve
         rank, world = trainer.dist.rank, trainer.dist.world_size
         self.sampler = IndexSampler(len(self.data), self.cfg.batch_size, self.cfg.seed, rank if world > 1 else 0)
 
     def summary(self) -> dict[str, Any]:
+        return {}
+
+    def validation_losses(self) -> dict[str, torch.Tensor]:
+        """The stage's reconstruction losses on `val_idx` (held-out people, no augmentation)."""
         return {}
 
 

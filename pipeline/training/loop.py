@@ -127,6 +127,8 @@ class Task(Protocol):
 
     def sample_grid(self) -> np.ndarray: ...
 
+    def validation_losses(self) -> dict[str, torch.Tensor]: ...  # on fixed val faces, no augmentation
+
     def export(self) -> dict[str, nn.Module]: ...
 
     def summary(self) -> dict[str, Any]: ...
@@ -428,7 +430,12 @@ class Trainer:
                         if live is not None and (step % cfg.sample_every == 0 or step == cfg.steps):
                             with torch.no_grad(), self.autocast():
                                 grid = task.sample_grid()
+                                val = {k: float(v) for k, v in task.validation_losses().items()}
                             live.log_image("samples.png", grid)
+                            for k, v in val.items():  # beside loss/<k>: would more steps help?
+                                live.log_metric(f"val/{k}", v)
+                            if val:
+                                live.make_summary()
                         if step % cfg.ckpt_every == 0 and step < cfg.steps:
                             self.save_checkpoint(task, step)
                         if bar is not None:

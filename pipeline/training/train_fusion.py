@@ -85,6 +85,12 @@ class FusionTask(TaskBase):
         optimizer_step(self.optimizers["discriminator"], d_loss)
         return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach(), "d": d_loss.detach()}
 
+    def validation_losses(self) -> dict[str, torch.Tensor]:
+        from pipeline.models import losses as L
+
+        photos = self._photos(self.shown, self.val_idx)
+        return {"l1": L.l1(self.fusion(self._canvas(photos)).float(), photos["bg"])}
+
     def sample_grid(self) -> np.ndarray:
         photos = self._photos(self.shown, self.shown_idx)
         m = self.locals["bg"]

@@ -48,6 +48,14 @@ class ImageEncoderTask(TaskBase):
         optimizer_step(self.optimizers["image_encoder"], self.w["act"] * loss)
         return {"act": loss.detach()}
 
+    def validation_losses(self) -> dict[str, torch.Tensor]:
+        from pipeline.models import losses as L
+
+        photo, sketch = self.shown.photos(self.part, self.val_idx), self.shown.sketches(self.part, self.val_idx)
+        _, target = self.sketch_decoder(self.sketch_encoder(sketch), return_activations=True)
+        _, acts = self.sketch_decoder(self.encoder(photo), return_activations=True)
+        return {"act": L.activation_l1([a.float() for a in acts], [t.float() for t in target])}
+
     def sample_grid(self) -> np.ndarray:
         photo = self.shown.photos(self.part, self.shown_idx)
         sketch = self.shown.sketches(self.part, self.shown_idx)

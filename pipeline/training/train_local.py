@@ -77,6 +77,18 @@ class LocalTask(TaskBase):
         optimizer_step(self.optimizers["discriminator"], d_loss)
         return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach(), "d": d_loss.detach()}
 
+    def validation_losses(self) -> dict[str, torch.Tensor]:
+        from pipeline.models import losses as L
+
+        x1 = self.shown.photos(self.part, self.val_idx)
+        x2 = x1.roll(1, dims=0)  # val faces are two per person: roll(1) pairs mostly differ
+        z1, z2 = self.geometry(x1), self.geometry(x2)
+        rec, _ = self.generator(z1, x1)
+        swap, _ = self.generator(z1, x2)
+        cyc, _ = self.generator(z2, swap)
+        return {"rec": L.rgb_to_lab_l1(rec.float(), x1), "geo": L.l1(self.geometry(swap).float(), z1.float()),
+                "cycle": L.rgb_to_lab_l1(cyc.float(), x2)}
+
     def sample_grid(self) -> np.ndarray:
         x1 = self.shown.photos(self.part, self.shown_idx)
         x2 = x1.roll(1, dims=0)

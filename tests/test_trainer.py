@@ -57,6 +57,23 @@ def test_sampler_epochs_pairs_and_exact_resume():
     assert not torch.equal(IndexSampler(10, 4, 0, rank=1).batch(), IndexSampler(10, 4, 0, rank=0).batch())
 
 
+def test_swap_pairs_are_always_two_different_people():
+    """Two photos per person (as in London): 200 pair batches never pair a person with themself,
+    while without groups such pairs do occur."""
+    people = np.repeat(np.arange(6), 2)  # rows 2k and 2k+1 are one person
+    grouped, plain = IndexSampler(12, 8, seed=1, groups=people), IndexSampler(12, 8, seed=1)
+    same_grouped = same_plain = 0
+    for _ in range(200):
+        a, b = grouped.pairs()
+        same_grouped += int((people[a.numpy()] == people[b.numpy()]).sum())
+        a, b = plain.pairs()
+        assert (a != b).all()
+        same_plain += int((people[a.numpy()] == people[b.numpy()]).sum())
+    assert same_grouped == 0 and same_plain > 0
+    with pytest.raises(ValueError, match="2 people"):
+        IndexSampler(2, 2, seed=0, groups=np.array(["p", "p"])).pairs()
+
+
 def _blob_image(n: int, size: int) -> torch.Tensor:
     """White images with an off-centre black blob, kept away from the border."""
     x = torch.ones(n, 3, size, size)

@@ -106,12 +106,20 @@ class IndexSampler:
     Under DDP each rank passes its own `rank` so ranks see different batches.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0,
+                 groups: np.ndarray | None = None) -> None:
+        """groups: (n,) person ids; `pairs()` then never pairs two photos of one person."""
         if n < 1:
             raise ValueError("empty split: no faces to train on")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.n, self.batch_size = n, batch_size
+        self.groups = None
+        if groups is not None:
+            codes = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
+            if len(codes) != n:
+                raise ValueError(f"{len(codes)} groups for {n} rows")
+            self.groups = torch.from_numpy(codes.astype(np.int64))
         self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
         self._perm = torch.randperm(n, generator=self.generator)
         self._pos = 0
@@ -133,12 +141,23 @@ class IndexSampler:
         return self._take(self.batch_size)
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Two index batches with a[i] != b[i] (different faces, for the swap losses)."""
+        """Two index batches with a[i] != b[i] (different faces, for the swap losses) and, with
+        `groups`, different people: a person's neutral and smiling photos share a face shape,
+        so such a "swap" would teach nothing about taking geometry from one and colours from
+        the other."""
         a = self._take(self.batch_size)
         if self.n == 1:
             raise ValueError("swap training needs at least 2 faces")
+        if self.groups is not None and int(self.groups.max()) == 0:
+            raise ValueError("swap training needs photos of at least 2 people")
         offset = torch.randint(1, self.n, (len(a),), generator=self.generator)
-        return a, (a + offset) % self.n
+        b = (a + offset) % self.n
+        if self.groups is not None:
+            same = self.groups[a] == self.groups[b]
+            while same.any():  # redraw only the clashes; a person has few photos, so this ends fast
+                b[same] = (a[same] + torch.randint(1, self.n, (int(same.sum()),), generator=self.generator)) % self.n
+                same = self.groups[a] == self.groups[b]
+        return a, b
 
     def reseed(self, seed: int) -> None:
         """Start a fresh permutation stream (DDP resume: ranks > 0 have no saved state)."""

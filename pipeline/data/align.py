@@ -99,8 +99,9 @@ def paste_back(
     if mask is None:
         mask = np.zeros((r, r), np.float32)
         cv2.ellipse(mask, (r // 2, int(r * 0.54)), (int(r * 0.36), int(r * 0.44)), 0, 0, 360, 1.0, -1)
-    k = max(3, int(feather * r) | 1)
-    mask = cv2.GaussianBlur(mask.astype(np.float32), (k, k), 0)
+    if feather > 0:  # feather=0: the mask is already soft (editing.blend.inner_face_mask)
+        k = max(3, int(feather * r) | 1)
+        mask = cv2.GaussianBlur(mask.astype(np.float32), (k, k), 0)
     h, w = photo.shape[:2]
     inv = cv2.invertAffineTransform(transform)
     face = cv2.warpAffine(aligned, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)

@@ -62,7 +62,7 @@ class StandInEditor:
     def _crops(self, face):
         return {p: face[:, :, y:y + s, x:x + s] for p, (x, y, s) in self.boxes.items()}
 
-    geometry_from_photo = appearance_codes = _crops
+    geometry_from_photo = appearance_codes = geometry_from_sketch = _crops
 
     def render(self, geometry, codes):
         return self.output(geometry["bg"], codes["bg"])
@@ -154,6 +154,7 @@ def test_an_editor_that_outputs_the_mean_face_fails_the_gates(split, tmp_path):
     assert not (g["swap_follows_geometry"] and g["swap_beats_mean_face"] and g["swap_not_appearance_shape"])
     assert not g["swap_beats_mean_face"]
     assert not g["decoded_sketch_beats_mean_sketch"]
+    assert not g["line_drawing_followed"]  # the mean face follows no drawing
     assert m["sketch"]["decoded_fscore"] == pytest.approx(m["sketch"]["null_mean_sketch_fscore"], abs=0.02)
 
 
@@ -161,7 +162,7 @@ def test_gates_fail_on_missing_figures():
     from pipeline.evaluation.metrics import gates
 
     passing = {"identity": {"recon_same_person": 0.7}, "lab": {"swap_follows_appearance": 0.95},
-               "ratios": {"recon_over_mean_face": 0.5, "swap_over_ignores_geometry": 0.5, "swap_over_mean_face": 0.6,
+               "ratios": {"drawing_over_own": 0.5, "recon_over_mean_face": 0.5, "swap_over_ignores_geometry": 0.5, "swap_over_mean_face": 0.6,
                           "swap_appearance_over_geometry": 1.5, "sketch_over_mean_sketch": 2.0}}
     assert all(gates(passing).values())
     broken = json.loads(json.dumps(passing))

@@ -30,7 +30,7 @@ from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 from pipeline.data.landmarks import detect_landmarks
 from pipeline.models.editor import encode
 
-PLOT_FILES = ("reconstructions.png", "swaps.png", "swap_pairs.png", "sketches.png")
+PLOT_FILES = ("reconstructions.png", "swaps.png", "swap_pairs.png", "sketches.png", "line_drawings.png")
 
 
 @dataclass(frozen=True)
@@ -249,6 +249,28 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     nme_mean, _ = _nme(lm_mean, data.landmarks)
     nme_ignores, _ = _nme(lm_app, lm_geo)
 
+    # Sketches a person draws: person B's landmark contours as a plain line drawing, moved
+    # into A's frame (similarity on eyes and mouth corners), as A's geometry with A's own
+    # appearance. The output should take B's shape; the null ignores the drawing (A's recon).
+    from pipeline.data.sketch.contours import contour_drawing, warp_into_frame
+
+    drawn_lm = np.stack([warp_into_frame(data.landmarks[b], data.landmarks[a]) for a, b in pairs])
+    drawings = np.stack([contour_drawing(lm, profile.resolution) for lm in drawn_lm])
+    drawn_out = []
+    for start in track(range(0, len(pairs), bs), "line drawings"):
+        chunk = pairs[start : start + bs]
+        sk = faces_to_tensor(np.repeat(drawings[start : start + bs, ..., None], 3, axis=3), device)
+        drawn_out.append(tensor_to_faces(editor.render(editor.geometry_from_sketch(sk), _index(app, chunk[:, 0]))))
+    drawn_out = np.concatenate(drawn_out)
+    lm_drawn_out = detect_landmarks(drawn_out, dlib, "landmarks: line-drawing edits")
+    line_drawing = {
+        "output_to_drawn": _nme(lm_drawn_out, drawn_lm)[0],
+        "output_to_own": _nme(lm_drawn_out, lm_geo)[0],
+        "drawn_to_own": _nme(drawn_lm, lm_geo)[0],
+        "null_ignores_drawing": _nme(lm_recon[gi], drawn_lm)[0],
+        "missed": _nme(lm_drawn_out, drawn_lm)[1],
+    }
+
     # Appearance: per-part mean Lab colour distance (CIE76 dE).
     boxes = editor.boxes
     lab_photo = _lab(data.faces, boxes, device)
@@ -328,6 +350,8 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
             "swap_over_ignores_geometry": _ratio(nme_swap, nme_ignores),
             "swap_over_mean_face": _ratio(nme_swap, nme_mean),
             "swap_appearance_over_geometry": _ratio(nme_swap_app, nme_swap),
+            "drawing_over_own": _ratio(line_drawing["output_to_drawn"], line_drawing["output_to_own"]),
+            "drawing_over_ignored": _ratio(line_drawing["output_to_drawn"], line_drawing["null_ignores_drawing"]),
             "sketch_over_mean_sketch": _ratio(sketch.get("decoded_fscore", float("nan")),
                                               sketch.get("null_mean_sketch_fscore", float("nan"))),
         },
@@ -343,6 +367,7 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
         },
         "identity": identity,
         "sketch": sketch,
+        "line_drawing": line_drawing,
     }
     # FID and LPIPS need weights we neither ship nor download: absent, never a string here.
     metrics["gates"] = M.gates(_json_safe(metrics))
@@ -359,6 +384,10 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     pair_cells = [im for k in shown for im in (data.faces[gi[k]], swaps[k], data.faces[aj[k]])]
     save_png(plots / "swap_pairs.png", make_grid(
         pair_cells, nrow=3, col_labels=["geometry source", "swap", "appearance source"]))
+    line_cells = [im for k in shown for im in (
+        data.faces[gi[k]], np.repeat(drawings[k][..., None], 3, axis=2), drawn_out[k], data.faces[aj[k]])]
+    save_png(plots / "line_drawings.png", make_grid(
+        line_cells, nrow=4, col_labels=["face A", "B's contours in A's frame", "output", "person B"]))
     sketch_cells = []
     for k in range(g):
         dataset = data.sketches[k] if data.sketches is not None else None

@@ -380,6 +380,8 @@ GATES: dict[str, tuple[str, str, float]] = {
     "swap_not_appearance_shape": ("ratios.swap_appearance_over_geometry", ">=", 1.25),
     "swap_takes_appearance_colour": ("lab.swap_follows_appearance", ">=", 0.9),
     "decoded_sketch_beats_mean_sketch": ("ratios.sketch_over_mean_sketch", ">=", 1.25),
+    # A plain line drawing of B's contours in A's frame: the output is clearly closer to B's shape.
+    "line_drawing_followed": ("ratios.drawing_over_own", "<=", 0.8),
 }
 
 

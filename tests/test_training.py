@@ -87,6 +87,28 @@ def _history(live: Path, metric: str) -> list[tuple[int, float]]:
     return [(int(r.split("\t")[i]), float(r.split("\t")[j])) for r in lines[1:]]
 
 
+def test_sketch_ae_learns_contour_drawings_when_landmarks_exist(tmp_path):
+    """With data/aligned/landmarks.npy the stage-1 batches carry the faces' landmark line
+    drawings (loss and val term `contour`, a sample-grid row); without it, or with weight 0,
+    they are off and the run says so."""
+    from pipeline.training.train_sketch_ae import train_sketch_ae
+
+    comps = synthetic_components(tmp_path / "components", 128, n_train=8, n_test=2, n_val=2,
+                                 aligned_dir=tmp_path / "aligned")
+    on = make_cfg(tmp_path / "on", comps, "sketch_ae", "bg", aligned=str(tmp_path / "aligned"))
+    r = train_sketch_ae("bg", on)
+    assert set(r.losses) == {"l1", "contour"} and r.losses["contour"] > 0
+    meta = json.loads(on.config_path.read_text())
+    assert meta["contour_drawings"] is True and str(tmp_path / "aligned" / "landmarks.npy") in meta["inputs"]
+    assert [s for s, _ in _history(on.live_dir, "val/contour")] == [3]
+    off = make_cfg(tmp_path / "off", comps, "sketch_ae", "bg", aligned=str(tmp_path / "aligned"),
+                   loss_weights={"contour": 0.0})
+    assert set(train_sketch_ae("bg", off).losses) == {"l1"}
+    missing = make_cfg(tmp_path / "missing", comps, "sketch_ae", "bg", aligned=str(tmp_path / "nowhere"))
+    assert set(train_sketch_ae("bg", missing).losses) == {"l1"}
+    assert json.loads(missing.config_path.read_text())["contour_drawings"] is False
+
+
 def test_every_stage_logs_a_validation_loss_beside_its_training_loss(trained):
     """val/<term> rows at each sample step, on held-out (val split) faces; the terms are the
     stage's reconstruction losses."""

@@ -175,10 +175,13 @@ class IndexSampler:
 
 
 def synthetic_components(
-    root: str | Path, resolution: int, n_train: int = 16, n_test: int = 4, seed: int = 0, n_val: int = 4
+    root: str | Path, resolution: int, n_train: int = 16, n_test: int = 4, seed: int = 0, n_val: int = 4,
+    aligned_dir: str | Path | None = None,
 ) -> Path:
     """Write a tiny cartoon-face `components` dir (same layout as the real stage) for tests and
-    benchmarks: random skin/eye/lip colours and feature shapes, the sketch is their outline."""
+    benchmarks: random skin/eye/lip colours and feature shapes, the sketch is their outline.
+    With `aligned_dir`, 68 landmarks on those shapes go to `aligned_dir/landmarks.npy` (rows in
+    split order train, val, test) and the manifests get `source_row`, as the real stages write."""
     import cv2
 
     from pipeline.core.io import save_csv, save_npy
@@ -187,7 +190,9 @@ def synthetic_components(
     rng = np.random.default_rng(seed)
     boxes = part_boxes(resolution)
     R = resolution
+    all_landmarks: list[np.ndarray] = []
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        first_row = len(all_landmarks)
         photos = np.empty((n, R, R, 3), np.uint8)
         sketches = np.full((n, R, R), 255, np.uint8)
         for i in range(n):
@@ -204,6 +209,7 @@ def synthetic_components(
                 cx, cy = x0 + s // 2 + int(rng.integers(-s // 8, s // 8 + 1)), y0 + s // 2
                 a = (max(2, int(s * rng.uniform(0.15, 0.3))), max(1, int(s * rng.uniform(0.06, 0.14))))
                 shapes.append(((cx, cy), a, color))
+            all_landmarks.append(_shape_landmarks(shapes, boxes["nose"]))
             for centre, axes, color in shapes:
                 cv2.ellipse(img, centre, axes, 0, 0, 360, color, -1, cv2.LINE_AA)
                 cv2.ellipse(sk, centre, axes, 0, 0, 360, 0, max(1, R // 128), cv2.LINE_AA)
@@ -219,5 +225,24 @@ def synthetic_components(
         save_csv(d / "manifest.csv", pd.DataFrame({
             "row": np.arange(n), "id": [f"{split}{i:04d}" for i in range(n)],
             "identity": [f"p{i // 2:04d}" for i in range(n)], "label": ["neutral", "smiling"] * (n // 2) + ["neutral"] * (n % 2),
+            **({"source_row": np.arange(first_row, first_row + n)} if aligned_dir is not None else {}),
         }))
+    if aligned_dir is not None:
+        save_npy(Path(aligned_dir) / "landmarks.npy", np.stack(all_landmarks).astype(np.float32))
     return Path(root)
+
+
+def _shape_landmarks(shapes, nose_box) -> np.ndarray:
+    """68 iBUG-ordered points on a cartoon face: jaw on the face ellipse's lower half, brows
+    above the eyes, eye and lip rings on their ellipses, the nose on its box's midline."""
+    (c, ax, _), (e1, a1, _), (e2, a2, _), (mc, am, _) = shapes
+    ring = lambda centre, axes, t: np.stack([centre[0] + axes[0] * np.cos(t), centre[1] + axes[1] * np.sin(t)], 1)
+    jaw = ring(c, ax, np.linspace(np.pi, 0, 17) * -1 + np.pi)  # left to right along the bottom
+    brows = np.concatenate([ring(e, (a[0], a[1] + 3), np.linspace(-0.9 * np.pi, -0.1 * np.pi, 5)) for e, a in ((e1, a1), (e2, a2))])
+    x0, y0, s = nose_box
+    nose = np.concatenate([np.stack([np.full(4, x0 + s / 2), np.linspace(y0 + s / 4, y0 + 2 * s / 3, 4)], 1),
+                           np.stack([np.linspace(x0 + s / 3, x0 + 2 * s / 3, 5), np.full(5, y0 + 2 * s / 3)], 1)])
+    eyes = np.concatenate([ring(e, a, np.linspace(np.pi, 3 * np.pi, 6, endpoint=False)) for e, a in ((e1, a1), (e2, a2))])
+    lips = np.concatenate([ring(mc, am, np.linspace(np.pi, 3 * np.pi, 12, endpoint=False)),
+                           ring(mc, (am[0] * 0.6, am[1] * 0.4), np.linspace(np.pi, 3 * np.pi, 8, endpoint=False))])
+    return np.concatenate([jaw, brows, nose, eyes, lips])

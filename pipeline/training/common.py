@@ -33,7 +33,9 @@ from pipeline.training.loop import TrainConfig, Trainer
 
 # Loss weights per stage; params.yaml `train_<stage>.loss_weights` overrides any of them.
 DEFAULT_LOSS_WEIGHTS: dict[str, dict[str, float]] = {
-    "sketch_ae": {"l1": 1.0},
+    # contour: plain landmark line drawings decode to the face's full sketch and encode to its
+    # latent (data.sketch.contours), so drawings unlike our synthesis still drive geometry.
+    "sketch_ae": {"l1": 1.0, "contour": 1.0},
     "image_encoder": {"act": 1.0},
     "local": {"rec": 10.0, "fm": 10.0, "perc": 10.0, "gan": 1.0, "geo": 10.0, "cycle": 10.0},
     "fusion": {"l1": 10.0, "fm": 10.0, "perc": 10.0, "gan": 1.0},

@@ -43,7 +43,7 @@ STAGES = ("sketch_ae", "image_encoder", "local", "fusion")
 # Config fields that may change between a run and its resumption without invalidating it.
 _VOLATILE = frozenset({
     "steps", "log_every", "ckpt_every", "sample_every", "device", "progress",
-    "timing_sync", "components", "models_dir", "checkpoints_dir", "live_root",
+    "timing_sync", "components", "aligned", "models_dir", "checkpoints_dir", "live_root",
 })
 
 
@@ -68,6 +68,7 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss_weights: dict[str, float] = field(default_factory=dict)
     components: str = "data/components"
+    aligned: str = "data/aligned"  # landmarks.npy: the sketch AE's contour drawings
     models_dir: str = "models"
     checkpoints_dir: str = "checkpoints"
     live_root: str = "dvclive"

@@ -35,8 +35,9 @@ from pipeline.data.landmarks import DlibBackend, LandmarkConfig, run_landmarks
 from pipeline.core.parallel import available_cores, resolve_workers
 from pipeline.core.profiles import get_profile
 from pipeline.data.sketch.synthesis import synthesize_sketches  # noqa: F401  (imports torch before timing, as dlib loads before
-from pipeline.data.sketches import run_sketch
-from pipeline.data.sketch_report import run_sketch_report
+from pipeline.data.sketch.draw import SketchStyle
+from pipeline.data.sketches import SketchesConfig, run_sketch
+from pipeline.data.sketch_report import SketchReportConfig, run_sketch_report
 from pipeline.data.split import run_split
 
 
@@ -56,8 +57,8 @@ def detect_alone(det: DlibBackend, images: list[np.ndarray], workers: int) -> Se
                                            range(workers))))
 
 
-def build(london: Path, n_ids: int, res: int, sketch_params: dict, report_params: dict, detect_side: int,
-          workers: int | None, det: DlibBackend) -> tuple[dict[str, Seconds], int]:
+def build(london: Path, n_ids: int, res: int, sketch_cfg: SketchesConfig, report_cfg: SketchReportConfig,
+          detect_side: int, workers: int | None, det: DlibBackend) -> tuple[dict[str, Seconds], int]:
     t: dict[str, Seconds] = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -70,13 +71,13 @@ def build(london: Path, n_ids: int, res: int, sketch_params: dict, report_params
                                                 workers=workers)),
             ("align", lambda: run_align(AlignConfig(res), man("ingest/manifest.csv"), man("landmarks/manifest.csv"),
                                         np.load(out / "landmarks" / "landmarks.npy"), out / "aligned", workers)),
-            ("sketch", lambda: run_sketch(sketch_params, out / "aligned", out / "sketches", device="cpu", workers=workers)),
+            ("sketch", lambda: run_sketch(sketch_cfg, out / "aligned", out / "sketches", workers=workers)),
             ("split", lambda: run_split(man("aligned/manifest.csv"), 0.2, 0, out / "split")),
             ("components", lambda: run_components(
                 man("aligned/manifest.csv"), np.load(out / "aligned" / "images.npy"),
                 np.load(out / "sketches" / "sketches.npy"), man("split/split.csv"), res, out / "components")),
-            (REPORT, lambda: run_sketch_report(report_params, sketch_params, out / "aligned", out / "sketches",
-                                               out / "sheet.png", device="cpu", workers=workers)),
+            (REPORT, lambda: run_sketch_report(report_cfg, sketch_cfg, out / "aligned", out / "sketches",
+                                               out / "sheet.png", workers=workers)),
         ]
         for name, fn in steps:
             t[name] = timed(fn)
@@ -102,7 +103,11 @@ def main() -> None:
     params = load_params()
     profile = args.profile or params.get("profile", "small")
     res = get_profile(profile).resolution
-    sketch_params, report_params = dict(section(params, "sketches")), dict(section(params, "sketch_report"))
+    # The stages' own configs from params.yaml, on the CPU.
+    sketch_s = section(params, "sketches")
+    sketch_cfg = SketchesConfig(seed=sketch_s["seed"], device="cpu", batch_size=sketch_s["batch_size"],
+                                style=SketchStyle(**sketch_s["style"]))
+    report_cfg = SketchReportConfig(**section(params, "sketch_report"))
     detect_side = int(section(params, "landmarks").get("detect_side", 512))
     det = DlibBackend()
 
@@ -119,7 +124,7 @@ def main() -> None:
         for _ in range(args.repeat):  # the best of a few (by wall time): shared machines are noisy
             # Each build right after its yardstick, so a drifting machine speed cancels in the ratio.
             dets.append(detect_alone(det, decoded, threads))
-            t, n = build(args.london, max(1, args.n // 2), res, sketch_params, report_params, detect_side, workers, det)
+            t, n = build(args.london, max(1, args.n // 2), res, sketch_cfg, report_cfg, detect_side, workers, det)
             best = {k: min(v, best.get(k, v)) for k, v in t.items()}
             ratios[label].append(build_seconds(t) / dets[-1][0])
             stage_ratios[label].append(build_seconds(t) / t["landmarks"][0])

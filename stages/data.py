@@ -1,4 +1,8 @@
-"""Data stages: ingest -> landmarks -> align -> sketch -> split -> components, and the sketch report."""
+"""Data stages: ingest -> landmarks -> align -> sketches -> split -> components, and the sketch report.
+
+Each command: params.yaml's section -> the stage's dataclass (`config_from`; options given
+override fields) -> the stage's function, after checking that its inputs exist.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,9 @@ from typing import Optional
 import pandas as pd
 import typer
 
-from pipeline.core.config import pick
 from pipeline.core.io import load_npy
 
-from .common import WORKERS_HELP, fail, params_and_profile, report, stage_params
+from .common import WORKERS_HELP, config_from, fail, profile, report, require_inputs
 
 DATA = Path("data")
 
@@ -22,6 +25,10 @@ def _reason_counts(df: pd.DataFrame) -> dict[str, int]:
     return rej["reason"].str.split(":").str[0].value_counts().to_dict()
 
 
+def _manifest(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"id": str, "identity": str})
+
+
 def ingest(
     source: Optional[str] = typer.Option(None, help="'london' or a folder of photos (params.yaml: ingest.source)"),
     limit: Optional[int] = typer.Option(None, help="keep the first N identities, 0 = all (params.yaml: ingest.limit)"),
@@ -29,16 +36,16 @@ def ingest(
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Find and check every photo; list each one as accepted or rejected with its reason."""
-    from pipeline.data.ingest import IngestConfig, run_ingest
+    from pipeline.data.ingest import IngestConfig, resolve_london_dir, run_ingest
 
-    p = stage_params("ingest")
-    cfg = IngestConfig(
-        source=pick(source, p.get("source", "london")),
-        identity_pattern=p.get("identity_pattern", IngestConfig.identity_pattern),
-        min_side=p.get("min_side", IngestConfig.min_side),
-        max_pixels=p.get("max_pixels", IngestConfig.max_pixels),
-        limit=pick(limit, p.get("limit", 0)),
-    )
+    cfg = config_from("ingest", IngestConfig, source=source, limit=limit)
+    if cfg.source == "london":
+        try:  # $DFE_LONDON_DIR, an earlier download, or a verified download now
+            resolve_london_dir()
+        except (FileNotFoundError, RuntimeError) as e:
+            fail(e)
+    elif not Path(cfg.source).is_dir():
+        fail(f"{cfg.source} missing: ingest.source must be a folder of photos, or 'london'")
     df = run_ingest(cfg, out, workers)
     report("ingest", {"files": len(df), "accepted": int((df.status == "ok").sum()),
                       "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
@@ -53,16 +60,9 @@ def landmarks(
     """68-point landmarks for every accepted photo (most confident face; no face -> listed)."""
     from pipeline.data.landmarks import LandmarkConfig, run_landmarks
 
-    p = stage_params("landmarks")
-    cfg = LandmarkConfig(
-        backend=pick(backend, p.get("backend", "auto")),
-        detect_side=p.get("detect_side", 512),
-        upsample=p.get("upsample", 0),
-        batch_size=p.get("batch_size", LandmarkConfig.batch_size),
-        device=p.get("device", "auto"),
-    )
-    df = run_landmarks(cfg, pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str}), out,
-                       workers=workers)
+    require_inputs({ingest_dir / "manifest.csv": "ingest"})
+    cfg = config_from("landmarks", LandmarkConfig, backend=backend)
+    df = run_landmarks(cfg, _manifest(ingest_dir / "manifest.csv"), out, workers=workers)
     ok = df[df.status == "ok"]
     report("landmarks", {
         "photos": len(df), "with_face": len(ok), "rejected": int((df.status != "ok").sum()),
@@ -80,11 +80,12 @@ def align(
     """FFHQ-style alignment to the profile's resolution, keeping each photo->face transform."""
     from pipeline.data.align import AlignConfig, run_align
 
-    _, profile = params_and_profile()
-    ing = pd.read_csv(ingest_dir / "manifest.csv", dtype={"id": str, "identity": str})
-    lm = pd.read_csv(landmarks_dir / "manifest.csv", dtype={"id": str})
-    df = run_align(AlignConfig(profile.resolution), ing, lm, load_npy(landmarks_dir / "landmarks.npy"), out, workers)
-    report("align", {"faces": int((df.status == "ok").sum()), "resolution": profile.resolution,
+    require_inputs({ingest_dir / "manifest.csv": "ingest", landmarks_dir / "manifest.csv": "landmarks",
+                    landmarks_dir / "landmarks.npy": "landmarks"})
+    cfg = config_from("align", AlignConfig, resolution=profile().resolution)
+    df = run_align(cfg, _manifest(ingest_dir / "manifest.csv"), _manifest(landmarks_dir / "manifest.csv"),
+                   load_npy(landmarks_dir / "landmarks.npy"), out, workers)
+    report("align", {"faces": int((df.status == "ok").sum()), "resolution": cfg.resolution,
                      "rejected": int((df.status != "ok").sum())}, _reason_counts(df))
 
 
@@ -95,11 +96,11 @@ def sketches(
     workers: Optional[int] = typer.Option(None, help=WORKERS_HELP),
 ) -> None:
     """Hand-drawn-style sketches of the aligned faces (long smooth strokes, not edge maps)."""
-    from pipeline.data.sketches import run_sketch
+    from pipeline.data.sketches import SketchesConfig, run_sketch
 
-    p = stage_params("sketches")
-    summary = run_sketch(p, aligned_dir, out, device=pick(device, p.get("device", "auto")), workers=workers)
-    report("sketches", summary)
+    require_inputs({aligned_dir / "images.npy": "align", aligned_dir / "landmarks.npy": "align"})
+    cfg = config_from("sketches", SketchesConfig, device=device)
+    report("sketches", run_sketch(cfg, aligned_dir, out, workers=workers))
 
 
 def sketch_report(
@@ -114,16 +115,14 @@ def sketch_report(
 ) -> None:
     """Stroke continuity of the sketches against OpenCV Canny on the same faces: mean stroke
     length and fragments per face."""
-    from pipeline.data.sketch_report import run_sketch_report
+    from pipeline.data.sketch_report import SketchReportConfig, run_sketch_report
+    from pipeline.data.sketches import SketchesConfig
 
-    p, sp = stage_params("sketch_report"), stage_params("sketches")
-    rp = {"faces": pick(faces, p.get("faces", 16)), "resolution": pick(resolution, p.get("resolution", 256))}
-    for needed in (aligned_dir / "images.npy", sketch_dir / "sketches.npy"):
-        if not needed.exists():
-            fail(f"{needed} is missing: build it first (`dvc repro sketch`)")
+    require_inputs({aligned_dir / "images.npy": "align", sketch_dir / "sketches.npy": "sketches"})
+    cfg = config_from("sketch_report", SketchReportConfig, faces=faces, resolution=resolution)
+    sketch_cfg = config_from("sketches", SketchesConfig, device=device)
     try:
-        summary = run_sketch_report(rp, sp, aligned_dir, sketch_dir, picture,
-                                    device=pick(device, sp.get("device", "auto")), workers=workers)
+        summary = run_sketch_report(cfg, sketch_cfg, aligned_dir, sketch_dir, picture, workers=workers)
     except ValueError as e:  # stale sketches; names the file and the fix
         fail(e)
     report("sketch_report", summary)
@@ -134,13 +133,14 @@ def split(
     out: Path = typer.Option(DATA / "split"),
 ) -> None:
     """Train/val/test split by identity (seeded)."""
-    from pipeline.data.split import run_split
+    from pipeline.data.split import SplitConfig, run_split
 
-    params, _ = params_and_profile()
-    p = stage_params("split")
-    df = run_split(pd.read_csv(aligned_dir / "manifest.csv", dtype={"id": str, "identity": str}),
-                   p.get("test_fraction", 0.2), p.get("seed", params.get("seed", 0)), out,
-                   p.get("val_fraction", 0.0))
+    require_inputs({aligned_dir / "manifest.csv": "align"})
+    cfg = config_from("split", SplitConfig)
+    try:
+        df = run_split(_manifest(aligned_dir / "manifest.csv"), cfg.test_fraction, cfg.seed, out, cfg.val_fraction)
+    except ValueError as e:  # fractions out of range name their key
+        fail(e)
     report("split", {k: int(v) for k, v in df.split.value_counts().items()}
            | {"identities": int(df.identity.nunique())})
 
@@ -153,12 +153,14 @@ def components(
     sheet: Path = typer.Option(Path("reports/contact_sheet.png"), help="contact sheet PNG (a DVC plot)"),
 ) -> None:
     """Crop the part boxes from photos and sketches, packed per split; draw the contact sheet."""
-    from pipeline.data.components import contact_sheet, run_components
+    from pipeline.data.components import ComponentsConfig, contact_sheet, run_components
 
-    _, profile = params_and_profile()
-    man = pd.read_csv(aligned_dir / "manifest.csv", dtype={"id": str, "identity": str})
+    require_inputs({aligned_dir / "manifest.csv": "align", aligned_dir / "images.npy": "align",
+                    sketch_dir / "sketches.npy": "sketches", split_dir / "split.csv": "split"})
+    cfg = config_from("components", ComponentsConfig)
+    resolution = profile().resolution
+    man = _manifest(aligned_dir / "manifest.csv")
     images, sketches = load_npy(aligned_dir / "images.npy"), load_npy(sketch_dir / "sketches.npy")
-    counts = run_components(man, images, sketches, pd.read_csv(split_dir / "split.csv", dtype={"id": str, "identity": str}),
-                            profile.resolution, out)
-    contact_sheet(images, sketches, profile.resolution, sheet, n=stage_params("components").get("sheet_faces", 16))
-    report("components", counts | {"resolution": profile.resolution})
+    counts = run_components(man, images, sketches, _manifest(split_dir / "split.csv"), resolution, out)
+    contact_sheet(images, sketches, resolution, sheet, n=cfg.sheet_faces)
+    report("components", counts | {"resolution": resolution})

@@ -1,17 +1,18 @@
 """`dfe dfi`: attribute edits by fast (learned-space) and classic (VGG-19) DFI on the test split.
 
 Options default to None and fall back to params.yaml: top-level `profile` and the `dfi:`
-section (pipeline.dfi.dfi.DFIConfig fields, plus `device`). Writes reports/dfi.json,
+section (pipeline.dfi.dfi.DFIConfig fields). Writes reports/dfi.json,
 reports/dfi/{fast,classic}.png and outputs/dfi/.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import fail, print_metrics, section_with_options
+from .common import config_from, fail, print_metrics, require_inputs, weights_inputs
 
 
 def _floats(text: Optional[str]) -> Optional[list[float]]:
@@ -43,15 +44,14 @@ def dfi_cmd(
     from pipeline.core.config import pick
     from pipeline.dfi.dfi import DFIConfig, run_dfi
 
-    values = section_with_options("dfi", dict(
-        profile=profile, attribute=attribute, source_value=source_value, target_value=target_value,
-        alphas=_floats(alphas), parts=_names(parts), spaces=_names(spaces), max_faces=max_faces,
-        classic_faces=classic_faces, classic_iters=classic_iters))
-    dev = pick(device, values.pop("device", "auto"))
+    data, models = Path(pick(data_dir, "data")), pick(models_dir, "models")
+    require_inputs({data / "aligned" / "manifest.csv": "align", data / "aligned" / "images.npy": "align",
+                    data / "split" / "split.csv": "split", **weights_inputs(models)})
+    cfg = config_from("dfi", DFIConfig, profile=profile, attribute=attribute, source_value=source_value,
+                      target_value=target_value, alphas=_floats(alphas), parts=_names(parts), spaces=_names(spaces),
+                      max_faces=max_faces, classic_faces=classic_faces, classic_iters=classic_iters, device=device)
     try:
-        cfg = DFIConfig.from_params(values)
-        metrics = run_dfi(cfg, pick(data_dir, "data"), pick(models_dir, "models"), pick(out_dir, "outputs/dfi"),
-                          pick(reports_dir, "reports"), dev)
-    except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
+        metrics = run_dfi(cfg, data, models, pick(out_dir, "outputs/dfi"), pick(reports_dir, "reports"))
+    except (FileNotFoundError, ValueError) as e:  # inputs that do not fit name the stage that makes them
         fail(e)
     print_metrics("dfi", metrics)

@@ -7,6 +7,7 @@ Bad inputs end with a one-line message naming the file and exit code 2, never a 
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,15 +15,25 @@ import typer
 
 from pipeline.core.progress import console
 
-from .common import fail, section_with_options
+from .common import config_from, fail
 
-EDIT_DEFAULTS: dict[str, Any] = {"models_dir": "models", "device": "auto", "detect_side": 512, "upsample": 1,
-                                 "feather": 0.06}
+
+@dataclass(frozen=True)
+class EditSettings:
+    """params.yaml `edit:` and the top-level `profile` (outside a project: the built-in
+    defaults, pipeline/default_params.yaml); no defaults here, so there is one place for them."""
+
+    profile: str
+    models_dir: str
+    device: str
+    detect_side: int
+    upsample: int
+    feather: float
 
 
 def _settings(profile: Optional[str], overrides: dict[str, Any]) -> dict[str, Any]:
-    """EDIT_DEFAULTS < params.yaml `edit:` and `profile` < the options given."""
-    return {**EDIT_DEFAULTS, "profile": "small", **section_with_options("edit", {**overrides, "profile": profile})}
+    """params.yaml `edit:` and `profile` (stages.common.config_from) < the options given."""
+    return asdict(config_from("edit", EditSettings, profile=profile, **overrides))
 
 
 def _parse_parts(items: list[str]) -> dict[str, str]:
@@ -83,12 +94,10 @@ def sketch_cmd(
     from pipeline.core.config import resolve_device
     from pipeline.core.io import save_png
     from pipeline.core.profiles import get_profile
-    from pipeline.data.sketch.synthesis import SketchStyle
-
-    from pipeline.core.config import load_params
+    from pipeline.data.sketches import SketchesConfig
 
     cfg = _settings(profile, {"device": device})
-    style = SketchStyle(**{**((load_params().get("sketches") or {}).get("style") or {}), "randomize": 0.0})
+    style = replace(config_from("sketches", SketchesConfig).style, randomize=0.0)
     try:
         resolution = get_profile(cfg["profile"]).resolution
         detector = FaceDetector(cfg["upsample"], cfg["detect_side"])

@@ -6,11 +6,12 @@ Options default to None and fall back to params.yaml: top-level `profile` and th
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .common import fail, print_metrics, section_with_options
+from .common import config_from, fail, print_metrics, require_inputs, weights_inputs
 
 
 def evaluate_cmd(
@@ -30,15 +31,15 @@ def evaluate_cmd(
     """Reconstruction, swap disentanglement and identity metrics on the test split."""
     from pipeline.evaluation.evaluate import EvalConfig, evaluate
 
-    values = section_with_options("evaluate", dict(
-        profile=profile, models_dir=models_dir, components=components, aligned=aligned, sketches=sketches,
-        metrics_path=metrics_path, plots_dir=plots_dir, max_faces=max_faces, swaps_per_face=swaps_per_face,
-        grid_faces=grid_faces, batch_size=batch_size, device=device))
-    unknown = set(values) - set(EvalConfig.__dataclass_fields__)
-    if unknown:
-        raise typer.BadParameter(f"params.yaml evaluate has unknown keys {sorted(unknown)}")
+    cfg = config_from("evaluate", EvalConfig, profile=profile, models_dir=models_dir, components=components,
+                      aligned=aligned, sketches=sketches, metrics_path=metrics_path, plots_dir=plots_dir,
+                      max_faces=max_faces, swaps_per_face=swaps_per_face, grid_faces=grid_faces,
+                      batch_size=batch_size, device=device)
+    require_inputs({Path(cfg.components) / "test" / "manifest.csv": "components",
+                    Path(cfg.aligned) / "images.npy": "align", Path(cfg.sketches): "sketches",
+                    **weights_inputs(cfg.models_dir)})
     try:
-        metrics = evaluate(EvalConfig(**values))
-    except (FileNotFoundError, ValueError) as e:  # missing inputs name the stage that makes them
+        metrics = evaluate(cfg)
+    except (FileNotFoundError, ValueError) as e:  # inputs that do not fit name the stage that makes them
         fail(e)
     print_metrics("evaluate", metrics)

@@ -16,6 +16,8 @@ import typer
 from pipeline.core.config import load_params
 from pipeline.core.progress import console
 
+from .common import require_training_inputs
+
 _SHARED = ("betas", "log_every", "ckpt_every", "sample_every", "device", "amp", "augment",
            "components", "models_dir", "checkpoints_dir", "live_root")
 
@@ -81,6 +83,7 @@ def train_sketch_ae_cmd(
     from pipeline.training.train_sketch_ae import train_sketch_ae
 
     cfg = _config("sketch_ae", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    require_training_inputs(cfg)
     _report(train_sketch_ae(part, cfg))
 
 
@@ -93,6 +96,7 @@ def train_image_encoder_cmd(
     from pipeline.training.train_image_encoder import train_image_encoder
 
     cfg = _config("image_encoder", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    require_training_inputs(cfg)
     _report(train_image_encoder(part, cfg))
 
 
@@ -105,6 +109,7 @@ def train_local_cmd(
     from pipeline.training.train_local import train_local
 
     cfg = _config("local", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    require_training_inputs(cfg)
     _report(train_local(part, cfg))
 
 
@@ -117,4 +122,5 @@ def train_fusion_cmd(
     from pipeline.training.train_fusion import train_fusion
 
     cfg = _config("fusion", "fusion", _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    require_training_inputs(cfg)
     _report(train_fusion(cfg))

@@ -16,6 +16,7 @@ from pipeline.core.io import ImageDecodeError, atomic_path, check_image, load_im
 from pipeline.data.landmarks import LandmarkConfig, run_landmarks
 from pipeline.core.profiles import part_boxes
 from pipeline.data.split import split_by_identity
+from tests.conftest import AWKWARD_IDS, london_dir
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +28,28 @@ def awkward_run(awkward_dir: Path, tmp_path_factory):
     return ing, lm, al, out
 
 
+def _files(root: Path) -> list[Path]:
+    """Every file under root, dangling links included, as paths relative to it."""
+    return sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
 def test_ingest_lists_every_file_with_a_reason(awkward_dir, awkward_run):
     ing = awkward_run[0]
-    on_disk = {p.stem for p in awkward_dir.iterdir()}
-    assert set(ing["id"]) == on_disk  # nothing silently dropped, dangling link included
-    status = dict(zip(ing["id"], ing["status"]))
-    for name, st in status.items():
+    files = _files(awkward_dir)
+    expected = {rel.as_posix(): AWKWARD_IDS.get(rel.as_posix(), rel.stem) for rel in files}
+    assert len(files) == 28 and set(AWKWARD_IDS) <= set(expected)
+    # One row per file, none dropped (dangling link included), under the id worked out by hand.
+    assert len(ing) == len(files) and ing["id"].is_unique
+    assert sorted(ing["id"]) == sorted(expected.values())
+    assert ing["id"].str.casefold().is_unique
+    rows = ing.set_index("id")
+    for rel, pid in expected.items():
+        if not (awkward_dir / rel).is_symlink():
+            assert rows.loc[pid, "path"] == str((awkward_dir / rel).resolve()), rel
+        name = Path(rel).name
         expect = "rejected" if name.startswith("bad_") else "ok"
-        assert st == expect, (name, st, ing.set_index("id").loc[name, "reason"])
+        assert rows.loc[pid, "status"] == expect, (rel, rows.loc[pid, "reason"])
+        assert (rows.loc[pid, "reason"] != "") == (expect == "rejected"), rel
     reasons = dict(zip(ing["id"], ing["reason"]))
     assert reasons["bad_empty"] == "empty file"
     assert reasons["bad_truncated"].startswith("corrupt or truncated")
@@ -43,6 +58,21 @@ def test_ingest_lists_every_file_with_a_reason(awkward_dir, awkward_run):
     assert reasons["bad_tiny"].startswith("too small")
     assert reasons["bad_huge"].startswith("too large")
     assert reasons["bad_dangling_link"].startswith("unreadable")
+    assert reasons["nested__bad_notes"].startswith("not an image file type")
+
+
+def test_ingest_ids_are_stable(awkward_dir, awkward_run, tmp_path):
+    """The same files give the same ids, whatever order they are listed in; `limit` keeps them."""
+    from pipeline.data.ingest import list_photos, photo_ids
+
+    files = list_photos(awkward_dir)
+    assert photo_ids(files[::-1], awkward_dir) == photo_ids(files, awkward_dir)
+    again = run_ingest(IngestConfig(source=str(awkward_dir), identity_pattern=""), tmp_path / "ingest")
+    assert dict(zip(again["id"], again["path"])) == dict(zip(awkward_run[0]["id"], awkward_run[0]["path"]))
+    # London: ids as before (no collisions there), whether or not a limit drops identities.
+    london_ids = photo_ids(list_photos(london_dir()), london_dir())
+    assert london_ids[london_dir() / "neutral" / "001_03.jpg"] == "neutral__001_03"
+    assert all(i == f"{p.parent.name}__{p.stem}" for p, i in london_ids.items())
 
 
 def test_ingest_check_agrees_with_a_full_decode(awkward_dir, tmp_path):
@@ -50,7 +80,7 @@ def test_ingest_check_agrees_with_a_full_decode(awkward_dir, tmp_path):
     load_image's reason, for every awkward file, without decoding a whole JPEG."""
     from PIL import JpegImagePlugin
 
-    for path in sorted(awkward_dir.iterdir()):
+    for path in (awkward_dir / rel for rel in _files(awkward_dir)):
         try:
             img, _ = load_image(path, 80_000_000, 128)
         except ImageDecodeError as e:
@@ -312,15 +342,16 @@ def test_threaded_stages_match_serial(london, tmp_path):
 def _check_sketch_stages(out: Path) -> None:
     """The sketch stage on aligned London faces, then its continuity report at the aligned size
     and on the same faces re-aligned from their photos at twice that size."""
-    from pipeline.data.sketches import run_sketch
-    from pipeline.data.sketch_report import run_sketch_report
+    from pipeline.data.sketch.draw import SketchStyle
+    from pipeline.data.sketch_report import SketchReportConfig, run_sketch_report
+    from pipeline.data.sketches import SketchesConfig, run_sketch
 
-    style = {"randomize": 0.0}
-    summary = run_sketch({"style": style, "batch_size": 4}, out / "aligned", out / "sketch", device="cpu", workers=1)
+    sketch_cfg = SketchesConfig(device="cpu", batch_size=4, style=SketchStyle(randomize=0.0))
+    summary = run_sketch(sketch_cfg, out / "aligned", out / "sketch", workers=1)
     sketches = np.load(out / "sketch" / "sketches.npy")
     assert summary == {"faces": 6, "resolution": 64} and sketches.shape == (6, 64, 64) and sketches.dtype == np.uint8
-    report = run_sketch_report({"faces": 4, "resolution": 128}, {"style": style}, out / "aligned", out / "sketch",
-                               out / "sheet.png", device="cpu", workers=1)
+    report = run_sketch_report(SketchReportConfig(faces=4, resolution=128), sketch_cfg, out / "aligned",
+                               out / "sketch", out / "sheet.png", workers=1)
     assert report["faces"] == 4
     for key in ("continuity", "continuity_128px"):
         assert report[key]["ours"]["fragments_per_face"] > 0 and report[key]["canny"]["fragments_per_face"] > 0
@@ -328,12 +359,13 @@ def _check_sketch_stages(out: Path) -> None:
     assert report["continuity_128px"]["fragment_ratio"] > 1.2, report["continuity_128px"]
     sheet = load_image(out / "sheet.png")[0]
     assert sheet.shape[0] > 4 * 128 and sheet.shape[1] > 3 * 128  # 4 rows of face | Canny | ours
-    empty = run_sketch_report({"faces": 0}, {}, out / "aligned", out / "sketch", out / "empty.png")
+    empty = run_sketch_report(SketchReportConfig(faces=0), sketch_cfg, out / "aligned", out / "sketch",
+                              out / "empty.png")
     assert empty == {"faces": 0} and load_image(out / "empty.png")[0].min() == 0  # a card saying why
     # Fewer sketches than faces means the sketch stage is stale: a clear error, not a wrong report.
     np.save(out / "sketch" / "sketches.npy", sketches[:5])
-    with pytest.raises(ValueError, match="dvc repro sketch"):
-        run_sketch_report({"faces": 4}, {}, out / "aligned", out / "sketch")
+    with pytest.raises(ValueError, match="dvc repro sketches"):
+        run_sketch_report(SketchReportConfig(faces=4), sketch_cfg, out / "aligned", out / "sketch")
 
 
 class _StubFan:

@@ -12,7 +12,8 @@ import torch
 from pipeline.models.networks import AdaIN, GlobalFusion, MultiScaleDiscriminator, PartGenerator, PhotoToSketch, SketchDecoder, build_part_modules, count_parameters, fuse_canvas, image_encoder, sketch_encoder, validate_profile
 from pipeline.core.profiles import BOXES_512, get_profile, part_boxes
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "official-checkpoint-layout.json"
+# The released checkpoints' names, shapes and order (a copy of the shared specs/ file, kept in the repo).
+SPEC = Path(__file__).resolve().parent / "data" / "official-checkpoint-layout.json"
 
 # DESIGN.md section 3, in millions of parameters (rounded to 0.01 M there).
 PAPER_COUNTS_M = {
@@ -37,8 +38,6 @@ def _paper_modules() -> dict[str, torch.nn.Module]:
 
 
 def test_paper_state_dicts_equal_official_layout() -> None:
-    if not SPEC.is_file():
-        pytest.fail(f"checkpoint layout spec missing at {SPEC}")
     spec = json.loads(SPEC.read_text())
     modules = _paper_modules()
     assert set(modules) == set(spec)
@@ -55,15 +54,7 @@ def test_paper_state_dicts_equal_official_layout() -> None:
     assert round(editing / 1e9, 2) == 1.23
 
 
-def _runnable(name: str):
-    try:
-        validate_profile(get_profile(name))
-        return name
-    except ValueError as e:
-        return pytest.param(name, marks=pytest.mark.xfail(strict=True, raises=ValueError, reason=str(e)))
-
-
-@pytest.mark.parametrize("name", [_runnable("small"), _runnable("micro")])
+@pytest.mark.parametrize("name", ["small", "micro"])
 def test_part_modules_forward_shapes_for_every_part(name: str) -> None:
     profile = get_profile(name)
     validate_profile(profile)

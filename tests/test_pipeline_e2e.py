@@ -61,8 +61,6 @@ def project(tmp_path_factory, london: Path) -> tuple[Path, dict]:
             (root / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / f)
     params = _merge(yaml.safe_load((root / "params.yaml").read_text()), MICRO)
-    extra = yaml.safe_load((REPO / "tests" / "micro_params.yaml").read_text()) if (REPO / "tests" / "micro_params.yaml").exists() else {}
-    params = _merge(params, extra)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {**os.environ, "DFE_LONDON_DIR": str(london), "DFE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -83,10 +81,14 @@ def test_repro_builds_everything(project):
             assert (root / "models" / stage / f"{part}.safetensors").exists(), (stage, part)
             assert (root / "dvclive" / stage / part / "metrics.json").exists()
     assert (root / "models" / "fusion" / "fusion.safetensors").exists()
+    # 6 people, 2 photos each: 2 people in test (0.34 of 6), 1 in val; every photo aligned.
+    split = json.loads((root / "reports" / "split.json").read_text())
+    assert split == {"train": 6, "val": 2, "test": 4, "identities": 6}
     evaluation = json.loads((root / "reports" / "evaluate.json").read_text())
-    assert evaluation["fid"].startswith("absent") or evaluation["fid"].startswith("available")
+    assert evaluation["n_test"] == 4 and "fid" not in evaluation  # FID/LPIPS: absent, never a string
     assert (root / "reports" / "evaluate" / "swaps.png").exists() and (root / "reports" / "dfi" / "fast.png").exists()
-    assert json.loads((root / "reports" / "dfi.json").read_text())
+    dfi = json.loads((root / "reports" / "dfi.json").read_text())
+    assert (dfi["n_test"], dfi["n_pairs"], dfi["n_train_with"], dfi["n_train_without"]) == (2, 2, 3, 3)
     metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, capture_output=True, text=True)
     assert metrics.returncode == 0 and "reports/ingest.json" in metrics.stdout
 
@@ -147,3 +149,63 @@ def test_report_param_reruns_only_the_report(project):
         assert _stages_run(out) == {"sketch_report"}, out
         assert json.loads((root / "reports" / "sketch_report.json").read_text())["faces"] == 3
         assert (root / "reports" / "sketch_vs_canny.png").stat().st_size > 0
+
+
+def _exp_rows(shown: list[dict]) -> dict[str, dict]:
+    """`dvc exp show --json` rows by name: workspace, the baseline commit and its experiments."""
+    rows = {}
+    for row in shown:
+        rows[row["rev"] if row["rev"] == "workspace" else "baseline"] = row
+        for exp in row.get("experiments") or []:
+            for rev in exp["revs"]:
+                rows[rev["name"]] = rev
+    return rows
+
+
+def _metric_numbers(row: dict) -> dict[str, dict]:
+    """Metrics file -> its flat numeric values, of one exp show row."""
+    out = {}
+    for path, content in (row["data"].get("metrics") or {}).items():
+        flat = {}
+        stack = [("", content.get("data", {}))]
+        while stack:
+            prefix, d = stack.pop()
+            for k, v in d.items():
+                if isinstance(v, dict):
+                    stack.append((f"{prefix}{k}.", v))
+                elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                    flat[f"{prefix}{k}"] = v
+        out[path] = flat
+    return out
+
+
+def test_experiment_compares_with_the_baseline(project, tmp_path):
+    """`dvc exp run -S` on the committed micro project, then `dvc exp show`: the baseline commit
+    and the experiment both hold their metrics (numbers, not `!`), because the metrics files are
+    git-tracked. A copy of the built project, so the other tests keep theirs."""
+    built, env = project
+    root = tmp_path / "project"
+    shutil.copytree(built, root, symlinks=True)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    _run(git + ["add", "-A"], root, env)
+    _run(git + ["commit", "-qm", "baseline: the built micro project"], root, env)
+    tracked = set(_run(["git", "ls-files"], root, env).stdout.split())
+    assert {"dvc.lock", "reports/evaluate.json", "reports/dfi.json", "dvclive/fusion/metrics.json"} <= tracked
+    # Cheap: two more fusion steps than the baseline's two; reruns train_fusion, evaluate and dfi only.
+    out = _run(["dvc", "exp", "run", "-S", "train_fusion.steps=4", "-n", "fusion4"], root, env).stdout
+    assert _stages_run(out) == {"train_fusion", "evaluate", "dfi"}, out
+    rows = _exp_rows(json.loads(_run(["dvc", "exp", "show", "--json"], root, env).stdout))
+    assert {"workspace", "baseline", "fusion4"} <= set(rows), list(rows)
+    for name in ("baseline", "fusion4"):
+        metrics = _metric_numbers(rows[name])
+        for path in ("reports/evaluate.json", "reports/dfi.json", "reports/ingest.json", "dvclive/fusion/metrics.json"):
+            assert metrics.get(path), (name, path, rows[name]["data"].get("metrics", {}).get(path))
+        assert metrics["reports/ingest.json"]["accepted"] == 12, name
+        assert metrics["reports/evaluate.json"]["n_test"] == 4, name
+    steps = {n: _metric_numbers(rows[n])["dvclive/fusion/metrics.json"]["step"] for n in ("baseline", "fusion4")}
+    assert steps == {"baseline": 2, "fusion4": 4}
+    params = rows["fusion4"]["data"]["params"]["params.yaml"]["data"]
+    assert params["train_fusion"]["steps"] == 4
+    # The comparison a person reads (pytest -s shows it): a few columns of each row.
+    print(_run(["dvc", "exp", "show", "--no-pager", "--md", "--drop", ".*", "--keep",
+                r"Experiment|fusion/metrics.json:step|recon\.psnr|recon\.ssim|train_fusion\.steps"], root, env).stdout)

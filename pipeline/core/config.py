@@ -2,6 +2,11 @@
 
 CLI options default to None and fall back to the value here, so `dvc exp run -S key=value`
 and `dfe <stage> --option` drive the same code.
+
+Inside a project (the working folder has a params.yaml, or $DFE_PARAMS names one) that file is
+read. Anywhere else the built-in defaults are: pipeline/default_params.yaml, a copy of the
+project's params.yaml shipped with the package (tests/test_cli.py checks the two agree), so
+`dfe edit` and `dfe sketch` work from any folder.
 """
 
 from __future__ import annotations
@@ -12,18 +17,53 @@ from typing import Any
 
 import yaml
 
-PARAMS_FILE = Path(os.environ.get("DFE_PARAMS", "params.yaml"))
+# The built-in defaults: a copy of params.yaml (`cp params.yaml pipeline/default_params.yaml`).
+DEFAULTS_FILE = Path(__file__).resolve().parents[1] / "default_params.yaml"
+
+# Set (tests, notebooks) to read that file whatever the working folder; None: look for one.
+PARAMS_FILE: Path | None = None
+
+
+def params_file() -> Path | None:
+    """The project's params file: PARAMS_FILE when set, else $DFE_PARAMS, else ./params.yaml
+    when there is one; None outside a project."""
+    if PARAMS_FILE is not None:
+        return Path(PARAMS_FILE)
+    env = os.environ.get("DFE_PARAMS")
+    if env:
+        return Path(env)
+    local = Path("params.yaml")
+    return local if local.is_file() else None
+
+
+def params_source() -> str:
+    """What load_params() reads, for messages: a path, or the built-in defaults."""
+    path = params_file()
+    return str(path) if path is not None else f"built-in defaults ({DEFAULTS_FILE.name})"
+
+
+def load_defaults() -> dict[str, Any]:
+    """The built-in defaults (a fresh dict each call)."""
+    return _read(DEFAULTS_FILE)
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict[str, Any]:
-    path = Path(path) if path is not None else PARAMS_FILE
+    """`path`, else the project's params file (see params_file), else the built-in defaults."""
+    path = Path(path) if path is not None else params_file()
+    if path is None:
+        return load_defaults()
     if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: run dfe from the project root (where params.yaml lives) "
-            "or set DFE_PARAMS to its path"
-        )
-    with open(path) as f:
-        params = yaml.safe_load(f) or {}
+        named = " ($DFE_PARAMS)" if os.environ.get("DFE_PARAMS") == str(path) else ""
+        raise FileNotFoundError(f"{path}{named} not found: point DFE_PARAMS at a params.yaml, or unset it")
+    return _read(path)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        with open(path) as f:
+            params = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path} is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(params, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     return params

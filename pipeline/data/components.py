@@ -7,6 +7,7 @@ manifest, so training reads any face in O(1) from a memory map.
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,13 @@ from pipeline.core.io import npy_writer, save_csv
 from pipeline.core.profiles import part_boxes
 
 SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class ComponentsConfig:
+    """params.yaml `components:` (the crop size follows the top-level `profile`)."""
+
+    sheet_faces: int = 16  # faces on the contact sheet
 
 
 def crop_parts(images: np.ndarray, resolution: int) -> dict[str, np.ndarray]:

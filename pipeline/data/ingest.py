@@ -168,6 +168,7 @@ def run_ingest(cfg: IngestConfig, out_dir: Path, workers: int | None = None) -> 
     attrs = _london_attributes(root)
     pattern = re.compile(cfg.identity_pattern) if cfg.identity_pattern else None
     files = list_photos(root)
+    ids = photo_ids(files, root)  # over every file, so `limit` never changes a kept photo's id
     if cfg.limit > 0:
         identities = sorted({_identity(p, root, pattern) for p in files})[: cfg.limit]
         keep = set(identities)
@@ -176,7 +177,7 @@ def run_ingest(cfg: IngestConfig, out_dir: Path, workers: int | None = None) -> 
     def inspect(path: Path) -> dict:
         identity = _identity(path, root, pattern)
         row = {
-            "id": _photo_id(path, root),
+            "id": ids[path],
             "identity": identity,
             "label": _label(path, root),
             "path": str(path.resolve()),
@@ -197,16 +198,38 @@ def run_ingest(cfg: IngestConfig, out_dir: Path, workers: int | None = None) -> 
 
     rows = thread_map(inspect, files, "ingest: checking photos", workers)
     df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
-    if df["id"].duplicated().any():
-        dup = df.loc[df["id"].duplicated(), "path"].tolist()[:3]
-        raise ValueError(f"photo ids collide (same relative path and stem), e.g. {dup}")
     save_csv(out_dir / "manifest.csv", df)
     return df
 
 
-def _photo_id(path: Path, root: Path) -> str:
-    rel = path.relative_to(root).with_suffix("")
-    return "__".join(rel.parts)
+def photo_ids(files: list[Path], root: Path) -> dict[Path, str]:
+    """A unique id per file, stable across runs: it depends on the set of files only, not on
+    their order or on the machine.
+
+    A photo's id is its path under root without the extension, folders joined by `__`
+    (London: `neutral__001_03`). Where that would name two files alike, ignoring case (the same
+    stem in two formats `face.jpg` / `face.png`, names differing in case only `A.jpg` / `a.JPG`,
+    folder and file names that join alike `a/b__c.jpg` / `a__b/c.jpg`), each of them keeps its
+    extension (`face.jpg`, `face.png`), and ids still alike get `~` and 8 hex digits of their
+    exact relative path's MD5 (`A.jpg~1a2b3c4d`). Ids are compared ignoring case so that they
+    stay distinct as file names on any file system."""
+    rel = {p: p.relative_to(root) for p in files}
+    ids = {p: "__".join(r.with_suffix("").parts) for p, r in rel.items()}
+    for clash in _alike(ids):
+        ids.update({p: "__".join(rel[p].parts) for p in clash})
+    for clash in _alike(ids):
+        ids.update({p: f"{ids[p]}~{hashlib.md5(rel[p].as_posix().encode()).hexdigest()[:8]}" for p in clash})
+    left = _alike(ids)
+    assert not left, f"photo ids still collide: {left[:1]}"  # distinct paths have distinct hashes
+    return ids
+
+
+def _alike(ids: dict[Path, str]) -> list[list[Path]]:
+    """Groups of files whose ids are equal ignoring case."""
+    groups: dict[str, list[Path]] = {}
+    for p, i in ids.items():
+        groups.setdefault(i.casefold(), []).append(p)
+    return [g for g in groups.values() if len(g) > 1]
 
 
 def _identity(path: Path, root: Path, pattern: re.Pattern | None) -> str:

@@ -6,7 +6,7 @@ sketches, and with them the components and every training stage.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,44 +14,53 @@ import numpy as np
 
 from pipeline.core.config import resolve_device
 from pipeline.core.io import load_npy
+from pipeline.data.sketches import SketchesConfig
+
+
+@dataclass(frozen=True)
+class SketchReportConfig:
+    """params.yaml `sketch_report:`."""
+
+    faces: int = 16  # faces measured
+    resolution: int = 256  # also measured on the same faces re-aligned at this size (0: off)
 
 
 def run_sketch_report(
-    report_params: dict[str, Any], sketch_params: dict[str, Any], aligned_dir: Path, sketch_dir: Path,
-    picture: Path | None = None, device: str = "auto", workers: int | None = None,
+    cfg: SketchReportConfig, sketch_cfg: SketchesConfig, aligned_dir: Path, sketch_dir: Path,
+    picture: Path | None = None, workers: int | None = None,
 ) -> dict[str, Any]:
     """Stroke continuity of the first `faces` sketches against Canny on the same faces, at the
     aligned resolution and, when `resolution` is larger, on the same faces re-aligned from
     their photos at that size and sketched there with the sketch stage's style (randomisation
-    off). `picture`: a PNG of face | Canny | ours rows at the larger size."""
+    off) on its device. `picture`: a PNG of face | Canny | ours rows at the larger size."""
     from pipeline.data.sketch.strokes import compare_with_canny
 
     images = load_npy(aligned_dir / "images.npy")
     sketches = load_npy(sketch_dir / "sketches.npy")
     if len(sketches) != len(images):
         raise ValueError(f"{sketch_dir / 'sketches.npy'} has {len(sketches)} sketches for {len(images)} aligned "
-                         "faces: rebuild the sketches (`dvc repro sketch`)")
-    n = min(len(images), int(report_params.get("faces", 16)))
-    r_cmp = int(report_params.get("resolution", 256))
+                         "faces: rebuild the sketches (`dvc repro sketches`)")
+    n = min(len(images), int(cfg.faces))
+    r_cmp = int(cfg.resolution)
     summary: dict[str, Any] = {"faces": n}
     if not n:
         if picture is not None:  # DVC expects the declared plot: say why it is empty
             from pipeline.core.io import save_png
             from pipeline.core.viz import text_image
 
-            save_png(picture, text_image([f"no faces measured (sketch_report.faces = {report_params.get('faces')})"]))
+            save_png(picture, text_image([f"no faces measured (sketch_report.faces = {cfg.faces})"]))
         return summary
     faces, ours = np.asarray(images[:n]), np.asarray(sketches[:n])
     summary["continuity"] = compare_with_canny(faces, ours)
     # Below ~256 px Canny's edges merge into tangles that a connected-length measure rewards;
     # the fair comparison re-aligns the same faces from their photos at 256.
     if r_cmp > images.shape[1]:
-        from pipeline.data.sketch.synthesis import SketchStyle, synthesize_sketches
+        from pipeline.data.sketch.synthesis import synthesize_sketches
 
         faces, lms = realign(aligned_dir, n, r_cmp, workers)
-        style = replace(SketchStyle(**sketch_params.get("style", {})), randomize=0.0)
-        ours = synthesize_sketches(faces, lms, style, int(sketch_params.get("seed", 0)), resolve_device(device),
-                                   batch_size=max(1, int(sketch_params.get("batch_size", 16)) // 4), workers=workers)
+        style = replace(sketch_cfg.style, randomize=0.0)
+        ours = synthesize_sketches(faces, lms, style, int(sketch_cfg.seed), resolve_device(sketch_cfg.device),
+                                   batch_size=max(1, int(sketch_cfg.batch_size) // 4), workers=workers)
         summary[f"continuity_{r_cmp}px"] = compare_with_canny(faces, ours)
     if picture is not None:
         comparison_sheet(faces, ours, picture)

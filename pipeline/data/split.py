@@ -5,12 +5,22 @@ Choices (steps, alpha, thresholds) are made on `val`; `test` is only reported.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pipeline.core.io import save_csv
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """params.yaml `split:` (`seed` falls back to the top-level one)."""
+
+    test_fraction: float = 0.2
+    val_fraction: float = 0.0
+    seed: int = 0
 
 
 def split_by_identity(manifest: pd.DataFrame, test_fraction: float, seed: int, val_fraction: float = 0.0) -> pd.DataFrame:

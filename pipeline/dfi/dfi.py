@@ -70,6 +70,7 @@ class DFIConfig:
     classic_iters: int = 50  # L-BFGS iterations (paper: 500; 150 for its timing)
     classic_tv_weight: float = 5e-10  # on the official 0-255 scale (see dfi_reconstruct)
     classic_landmark_weight: float = 1.0  # non-mouth landmark shape vs one numeric attribute
+    device: str = "auto"  # auto | cpu | cuda: where run_dfi runs unless its `device` says otherwise
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> DFIConfig:
@@ -320,7 +321,7 @@ def run_dfi(
     models_dir: str | Path = "models",
     out_dir: str | Path = "outputs/dfi",
     reports_dir: str | Path = "reports",
-    device: str | torch.device = "auto",
+    device: str | torch.device | None = None,
 ) -> dict[str, Any]:
     """Fast (+ classic when VGG-19 weights exist) DFI on the test split; returns the metrics.
 
@@ -338,6 +339,7 @@ def run_dfi(
 
     cfg = params if isinstance(params, DFIConfig) else DFIConfig.from_params(params)
     cfg.validate()
+    device = cfg.device if device is None else device
     dev = resolve_device(device) if isinstance(device, str) else device
     profile = get_profile(cfg.profile)
     editor = load_editor(models_dir, profile, dev)

@@ -43,3 +43,7 @@ def evaluate_cmd(
     except (FileNotFoundError, ValueError) as e:  # inputs that do not fit name the stage that makes them
         fail(e)
     print_metrics("evaluate", metrics)
+    from pipeline.core.progress import console
+    from pipeline.evaluation.evaluate import null_table_markdown
+
+    console.print(null_table_markdown(metrics), markup=False, soft_wrap=True)  # each figure beside its nulls

@@ -107,6 +107,11 @@ def test_evaluate_writes_metrics_nulls_and_grids(models, split, tmp_path):
     assert sk["tolerance_px"] == 2.0 and sk["null_mean_sketch_fscore"] < 1.0
     assert set(metrics["gates"]) == set(GATES)
     assert "fid" not in metrics and "lpips" not in metrics  # absent offline: no strings in metrics
+    from pipeline.evaluation.evaluate import NULL_TABLE, null_table_markdown
+
+    table = null_table_markdown(metrics)
+    assert len(table.splitlines()) == 2 + len(NULL_TABLE)
+    assert f"photo itself (floor) {lm['photo']:.3f}" in table
 
     import cv2
 

@@ -398,3 +398,60 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     metrics = _json_safe(metrics)
     save_json(cfg.metrics_path, metrics)
     return metrics
+
+
+# Each headline figure with its nulls: (label, model path, [(null label, path)], gate or None).
+NULL_TABLE: tuple[tuple[str, str, tuple[tuple[str, str], ...], str | None], ...] = (
+    ("reconstruction landmark error (NME)", "landmarks.recon",
+     (("photo itself (floor)", "landmarks.photo"), ("training mean face", "landmarks.null_mean_face")),
+     "recon_landmarks_vs_mean_face"),
+    ("swap landmark error to its geometry source", "landmarks.swap_to_geometry",
+     (("appearance source's own ('ignores geometry')", "landmarks.null_ignores_geometry"),
+      ("training mean face", "landmarks.null_mean_face")), "swap_follows_geometry"),
+    ("swap landmark error to its appearance source", "landmarks.swap_to_appearance",
+     (("same swap to its geometry source", "landmarks.swap_to_geometry"),), "swap_not_appearance_shape"),
+    ("reconstruction same-person rate (dlib)", "identity.recon_same_person",
+     (("a person's other photo (floor)", "identity.other_photo_same_person"),
+      ("training mean image", "identity.null_mean_image_same_person")), "recon_same_person"),
+    ("swap same-person rate, geometry source", "identity.swap_same_person_geometry",
+     (("two different people", "identity.null_sources_same_person"),), None),
+    ("swap same-person rate, appearance source", "identity.swap_same_person_appearance",
+     (("two different people", "identity.null_sources_same_person"),), None),
+    ("swaps closer in colour to the appearance source", "lab.swap_follows_appearance", (), "swap_takes_appearance_colour"),
+    ("reconstruction PSNR (dB)", "recon.psnr", (("training mean image", "recon.null_mean_image_psnr"),), None),
+    ("reconstruction SSIM", "recon.ssim", (("training mean image", "recon.null_mean_image_ssim"),), None),
+    ("decoded sketch F-score", "sketch.decoded_fscore",
+     (("training mean sketch", "sketch.null_mean_sketch_fscore"), ("another face's sketch", "sketch.null_other_face_fscore")),
+     "decoded_sketch_beats_mean_sketch"),
+    ("line drawing of B in A's frame: output to B (NME)", "line_drawing.output_to_drawn",
+     (("output to A", "line_drawing.output_to_own"), ("drawing ignored (A's reconstruction to B)", "line_drawing.null_ignores_drawing"),
+      ("B to A", "line_drawing.drawn_to_own")), "line_drawing_followed"),
+)
+
+
+def null_table_markdown(metrics: dict[str, Any]) -> str:
+    """The headline figures of an evaluate.json beside their nulls, as a Markdown table."""
+    from pipeline.evaluation.metrics import GATES, _lookup
+
+    def fmt(path: str) -> str:
+        v = _lookup(metrics, path)
+        return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+    rows = ["| figure | model | nulls | bar | passes |", "|---|---|---|---|---|"]
+    gates = metrics.get("gates", {})
+    for label, path, nulls, gate in NULL_TABLE:
+        null_text = "; ".join(f"{name} {fmt(p)}" for name, p in nulls) or "—"
+        bar = "—"
+        if gate is not None:
+            ratio_path, op, value = GATES[gate]
+            bar = f"{ratio_path.split('.')[-1]} {op} {value} (is {fmt(ratio_path)})"
+        passed = "—" if gate is None else ("yes" if gates.get(gate) else "**no**")
+        rows.append(f"| {label} | {fmt(path)} | {null_text} | {bar} | {passed} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m pipeline.evaluation.evaluate reports/evaluate.json
+    import json
+    import sys
+
+    print(null_table_markdown(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "reports/evaluate.json").read_text())))

@@ -1,8 +1,9 @@
 """`dfe edit` (edit a photo's face from photos and sketches) and `dfe sketch` (a photo's editable sketch).
 
 Options default to None and fall back to params.yaml: top-level `profile`, the `edit:` section
-(models_dir, device, detect_side, upsample, feather) and `sketches.style` (with randomize=0).
-Bad inputs end with a one-line message naming the file and exit code 2, never a traceback.
+(models_dir, device, dtype, detect_side, upsample, feather, sketcher) and `sketches.style` (with
+randomize=0). Bad inputs and missing weights end with a one-line message naming the file (and
+the command that makes missing weights) and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ class EditSettings:
     detect_side: int
     upsample: int
     feather: float
+    dtype: str
+    sketcher: str
+
+
+_DTYPE_HELP = "bf16 | fp32 | auto: bf16 on CUDA, fp32 on CPU (params.yaml: edit.dtype)"
 
 
 def _settings(profile: Optional[str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -60,17 +66,19 @@ def edit_cmd(
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights (params.yaml: edit.models_dir)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face (params.yaml: edit.feather)"),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
     from pipeline.editing.edit import EditInputError, EditRequest, FaceDetector, run_edit
-    from pipeline.core.config import resolve_device
+    from pipeline.core.config import resolve_device, resolve_dtype
     from pipeline.core.io import save_png
     from pipeline.models.editor import load_editor
 
-    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather})
+    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype})
     req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"])
     try:  # missing weights name the stage that makes them; a profile mismatch says so
-        editor = load_editor(cfg["models_dir"], cfg["profile"], resolve_device(cfg["device"]))
+        dev = resolve_device(cfg["device"])
+        editor = load_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev))
     except (FileNotFoundError, ValueError) as e:
         fail(e)
     try:
@@ -88,20 +96,39 @@ def sketch_cmd(
     in_photo_frame: bool = typer.Option(False, "--in-photo-frame", help="map the sketch onto the photo's own pixels"),
     profile: Optional[str] = typer.Option(None, help="paper | small | micro: sets the aligned size (params.yaml: profile)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
+    sketcher: Optional[str] = typer.Option(
+        None, help="official: the authors' photo-to-sketch generator (imported) | synth: our sketch synthesis | "
+                   "auto: official when MODELS has it (params.yaml: edit.sketcher)"),
+    models_dir: Optional[str] = typer.Option(None, "--models", help="weights, for --sketcher official (params.yaml: edit.models_dir)"),
+    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
 ) -> None:
     """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
     from pipeline.editing.edit import EditInputError, FaceDetector, photo_sketch
-    from pipeline.core.config import resolve_device
+    from pipeline.core.config import resolve_device, resolve_dtype
     from pipeline.core.io import save_png
     from pipeline.core.profiles import get_profile
     from pipeline.data.sketches import SketchesConfig
+    from pipeline.models.editor import load_photo_to_sketch, photo_to_sketch_path
 
-    cfg = _settings(profile, {"device": device})
+    cfg = _settings(profile, {"device": device, "sketcher": sketcher, "models_dir": models_dir, "dtype": dtype})
     style = replace(config_from("sketches", SketchesConfig).style, randomize=0.0)
+    choice, p2s_path = cfg["sketcher"], photo_to_sketch_path(cfg["models_dir"])
+    if choice not in ("auto", "official", "synth"):
+        fail(f"unknown sketcher {choice!r}; choose official, synth or auto")
+    why = "chosen"
+    if choice == "auto":
+        choice, why = ("official", "found") if p2s_path.exists() else ("synth", f"no {p2s_path}")
     try:
+        dev = resolve_device(cfg["device"])
+        p2s = None
+        if choice == "official":
+            p2s = load_photo_to_sketch(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev))
+            console.print(f"sketcher: official, the authors' photo-to-sketch generator ({p2s_path}, {why})", soft_wrap=True)
+        else:
+            console.print(f"sketcher: synth, our sketch synthesis ({why})", soft_wrap=True)
         resolution = get_profile(cfg["profile"]).resolution
         detector = FaceDetector(cfg["upsample"], cfg["detect_side"])
-        sketch = photo_sketch(photo, resolution, style, detector, in_photo_frame, resolve_device(cfg["device"]))
+        sketch = photo_sketch(photo, resolution, style, detector, in_photo_frame, dev, photo_to_sketch=p2s)
     except (EditInputError, FileNotFoundError, ValueError) as e:
         fail(e)
     save_png(output, sketch)

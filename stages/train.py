@@ -22,6 +22,10 @@ _SHARED = ("betas", "log_every", "ckpt_every", "sample_every", "device", "amp", 
            "components", "models_dir", "checkpoints_dir", "live_root")
 
 
+# Keys of a stage's params section that go to its task (see the stage's command), not TrainConfig.
+_TASK_KEYS = {"sketch_ae": ("freeze_encoder",)}
+
+
 def _config(stage: str, part: str, overrides: dict[str, Any]):
     from pipeline.data.augment import AugmentConfig
     from pipeline.training.loop import TrainConfig
@@ -29,6 +33,8 @@ def _config(stage: str, part: str, overrides: dict[str, Any]):
     params = load_params()
     shared = dict(params.get("train") or {})
     own = dict(params.get(f"train_{stage}") or {})
+    for key in _TASK_KEYS.get(stage, ()):  # the task's own switches, not TrainConfig fields
+        own.pop(key, None)
     values: dict[str, Any] = {k: shared[k] for k in _SHARED if k in shared}
     values.update({k: params[k] for k in ("profile", "seed", "lr") if k in params})
     values.update(own)
@@ -78,13 +84,27 @@ def train_sketch_ae_cmd(
     part: str = _PART, steps: Optional[int] = _STEPS, batch_size: Optional[int] = _BATCH,
     lr: Optional[float] = _LR, seed: Optional[int] = _SEED, profile: Optional[str] = _PROFILE,
     device: Optional[str] = _DEVICE, amp: Optional[bool] = _AMP, augment: Optional[bool] = _AUG,
+    freeze_encoder: Optional[bool] = typer.Option(
+        None, "--freeze-encoder/--no-freeze-encoder",
+        help="train only D_sketch against the E_sketch already in MODELS/sketch_ae/<part>.safetensors, e.g. the "
+             "authors' imported one; the encoder is written back unchanged (params.yaml: train_sketch_ae.freeze_encoder)"),
+    models_dir: Optional[str] = typer.Option(None, "--models", help="weights folder (params.yaml: train.models_dir)"),
 ) -> None:
     """Stage 1: sketch autoencoder (E_sketch + D_sketch) of one part."""
     from pipeline.training.train_sketch_ae import train_sketch_ae
 
-    cfg = _config("sketch_ae", part, _opts(steps, batch_size, lr, seed, profile, device, amp, augment))
+    from .common import fail
+
+    own = load_params().get("train_sketch_ae") or {}
+    freeze = bool(own.get("freeze_encoder", False)) if freeze_encoder is None else freeze_encoder
+    cfg = _config("sketch_ae", part, {**_opts(steps, batch_size, lr, seed, profile, device, amp, augment),
+                                      "models_dir": models_dir})
     require_training_inputs(cfg)
-    _report(train_sketch_ae(part, cfg))
+    try:
+        result = train_sketch_ae(part, cfg, freeze_encoder=freeze)
+    except (FileNotFoundError, ValueError) as e:  # no encoder to freeze, or one of another profile
+        fail(e)
+    _report(result)
 
 
 def train_image_encoder_cmd(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -19,8 +22,11 @@ from pipeline.models.official import OFFICIAL_FILES, NO_SKETCH_DECODER, LayoutEr
 from pipeline.models.weights import load_modules_from_safetensors, save_modules_safetensors
 from pipeline.core.profiles import get_profile
 
-SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "official-checkpoint-layout.json"
+# The released checkpoints' names and shapes (a copy of the shared specs/ file, kept in the repo).
+SPEC = Path(__file__).resolve().parent / "data" / "official-checkpoint-layout.json"
 MICRO = get_profile("micro")
+REPO = Path(__file__).resolve().parents[1]
+DFE = str(Path(sys.executable).parent / "dfe")  # the installed entry point, as a user runs it
 
 
 def _write_official(src: Path, layout, parts=PARTS, protocol: int = 2, seed: int = 0) -> dict[str, dict]:
@@ -192,3 +198,156 @@ def test_save_and_load_modules_round_trip_and_strictness(tmp_path: Path) -> None
     result = load_modules_from_safetensors(path, {"sketch_encoder": enc2}, strict=False)
     assert result["missing"] == [] and len(result["unexpected"]) == len(dec.state_dict())
     assert all(k.startswith("sketch_decoder.") for k in result["unexpected"])
+
+
+# --------------------------------------------------------------------------------------------
+# From the released format to edits: `dfe import-official` -> `dfe edit` / `dfe sketch`, and a
+# sketch decoder trained for the released encoder.
+# --------------------------------------------------------------------------------------------
+
+
+def _dfe(args: list, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([DFE, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def _shape(path: Path) -> tuple[int, ...]:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return img.shape
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> Path:
+    """Random weights written as the authors' files (pickled dicts of float32 numpy arrays, named
+    as in the layout) at the micro profile's shapes, imported by the command a user runs."""
+    from pipeline.models.official import write_release
+
+    root = tmp_path_factory.mktemp("official")
+    written = write_release(root / "release", MICRO, seed=1)
+    assert set(written) == {k.format(part=p) for k in OFFICIAL_FILES for p in (PARTS if "{part}" in k else (None,))}
+    r = _dfe(["import-official", root / "release", "--out", root / "models", "--profile", "micro"])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "--freeze-encoder" in r.stdout + r.stderr  # the note names the command that makes the missing decoder
+    assert (root / "models" / "photo_to_sketch" / "photo_to_sketch.safetensors").is_file()
+    return root / "models"
+
+
+def test_release_format_imports_then_edits_and_sketches_photos(imported: Path, london: Path, tmp_path: Path) -> None:
+    geo, app = london / "neutral" / "001_03.jpg", london / "neutral" / "004_03.jpg"
+    size = _shape(geo)
+    common = ["--profile", "micro", "--models", imported, "--device", "cpu"]
+
+    r = _dfe(["edit", geo, "-a", app, "-o", tmp_path / "edit.png", *common])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert _shape(tmp_path / "edit.png") == size
+
+    # The authors' photo-to-sketch generator draws the editable sketch when it was imported.
+    r = _dfe(["sketch", geo, "-o", tmp_path / "sketch.png", "--in-photo-frame", *common])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "sketcher: official" in r.stdout + r.stderr
+    assert _shape(tmp_path / "sketch.png") == size[:2]
+
+    # That sketch drives an edit of the same photo, in bf16.
+    r = _dfe(["edit", geo, "-a", app, "--geometry-sketch", tmp_path / "sketch.png", "--dtype", "bf16",
+              "-o", tmp_path / "from_sketch.png", *common])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert _shape(tmp_path / "from_sketch.png") == size
+
+    r = _dfe(["sketch", geo, "-o", tmp_path / "synth.png", "--sketcher", "synth", *common])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "sketcher: synth" in r.stdout + r.stderr
+    assert _shape(tmp_path / "synth.png") == (128, 128)
+
+
+def test_import_command_refuses_other_shapes_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.models.official import write_release
+    from stages.cli import app
+
+    write_release(tmp_path / "release", MICRO)  # micro shapes, imported as the paper's (the default)
+    r = CliRunner().invoke(app, ["import-official", str(tmp_path / "release"), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert "does not match the expected layout" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_imported_weights_edit_without_a_decoder_and_name_the_command_for_one(imported: Path) -> None:
+    from pipeline.models.editor import MissingSketchDecoderError, load_editor
+
+    editor = load_editor(imported, MICRO)
+    face = torch.rand(2, 3, 128, 128) * 2 - 1
+    z = editor.geometry_from_photo(face)
+    out = editor.render(z, editor.appearance_codes(face))
+    assert out.shape == (2, 3, 128, 128) and out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert editor.render(editor.geometry_from_sketch(face), editor.appearance_codes(face)).shape == out.shape
+
+    with pytest.raises(MissingSketchDecoderError) as e:
+        editor.sketch_from_geometry(z)
+    msg = str(e.value)
+    assert "\n" not in msg and f"dfe train-sketch-ae --part eye1 --freeze-encoder --models {imported}" in msg
+    with pytest.raises(MissingSketchDecoderError):
+        load_editor(imported, MICRO, sketch_decoder=True)
+
+
+def test_bf16_editor_follows_fp32(imported: Path) -> None:
+    from pipeline.models.editor import load_editor
+
+    face = torch.rand(1, 3, 128, 128) * 2 - 1
+    outs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        editor = load_editor(imported, MICRO, dtype=dtype)
+        assert {p.dtype for p in editor.fusion.parameters()} == {dtype}
+        outs[dtype] = editor.render(editor.geometry_from_photo(face), editor.appearance_codes(face))
+        assert outs[dtype].dtype == torch.float32 and outs[dtype].is_inference()
+    err = (outs[torch.bfloat16] - outs[torch.float32]).abs().mean()
+    assert 0 < err < 0.05, err
+
+
+def test_freeze_encoder_trains_a_decoder_and_keeps_the_released_encoder_bytes(imported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from pipeline.data.loader import synthetic_components
+    from pipeline.models.editor import load_editor
+    from pipeline.training.loop import TrainConfig
+    from pipeline.training.train_sketch_ae import train_sketch_ae
+
+    models = tmp_path / "models"
+    shutil.copytree(imported, models)
+    comps = synthetic_components(tmp_path / "components", 128, n_train=4, n_test=2, seed=0)
+
+    def cfg(part: str, models_dir: Path) -> TrainConfig:
+        return TrainConfig(stage="sketch_ae", part=part, profile="micro", steps=2, batch_size=2, lr=1e-3,
+                           log_every=1, ckpt_every=1, sample_every=2, progress=False, device="cpu",
+                           components=str(comps), models_dir=str(models_dir),
+                           checkpoints_dir=str(tmp_path / "ckpt"), live_root=str(tmp_path / "live"))
+
+    with pytest.raises(FileNotFoundError, match="freeze-encoder.*dfe import-official"):
+        train_sketch_ae("eye1", cfg("eye1", tmp_path / "nothing"), freeze_encoder=True)
+
+    before = {p: load_file(str(models / "sketch_ae" / f"{p}.safetensors")) for p in PARTS}
+    for part in PARTS:
+        train_sketch_ae(part, cfg(part, models), freeze_encoder=True)
+    for part in PARTS:
+        path = models / "sketch_ae" / f"{part}.safetensors"
+        after = load_file(str(path))
+        encoder = {k: v for k, v in after.items() if k.startswith("sketch_encoder.")}
+        assert set(encoder) == set(before[part])
+        for k, v in encoder.items():  # byte for byte what the importer wrote
+            assert v.dtype == before[part][k].dtype and v.numpy().tobytes() == before[part][k].numpy().tobytes(), k
+        assert any(k.startswith("sketch_decoder.") for k in after)
+        meta = json.loads(path.with_suffix(".json").read_text())
+        assert meta["frozen_encoder"]["from"] == str(path) and meta["profile"]["name"] == "micro"
+
+    # A rerun with more steps resumes the decoder-only run (same encoder, same mode).
+    result = train_sketch_ae("mouth", dataclasses.replace(cfg("mouth", models), steps=3), freeze_encoder=True)
+    assert result.resumed_from == 2 and result.steps == 3
+    assert all(v.numpy().tobytes() == before["mouth"][k].numpy().tobytes()
+               for k, v in load_file(str(models / "sketch_ae" / "mouth.safetensors")).items() if k in before["mouth"])
+
+    # Decoded sketches now work with the released encoders.
+    editor = load_editor(models, MICRO, sketch_decoder=True)
+    sketch = editor.sketch_from_geometry(editor.geometry_from_photo(torch.rand(1, 3, 128, 128) * 2 - 1))
+    assert sketch.shape == (1, 3, 128, 128) and torch.isfinite(sketch).all()

@@ -87,6 +87,21 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
+DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def resolve_dtype(dtype: str, device) -> Any:
+    """The inference torch.dtype for a params/CLI string: bf16 | fp32, or "auto" (bf16 on CUDA,
+    fp32 elsewhere: a CPU runs bf16 fast only with native support, and fp32 is the reference)."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16 or fp32")
+    return getattr(torch, DTYPES[dtype])
+
+
 def pick(value: Any, default: Any) -> Any:
     """CLI value if given, else the params.yaml default."""
     return default if value is None else value

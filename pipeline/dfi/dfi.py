@@ -342,7 +342,9 @@ def run_dfi(
     device = cfg.device if device is None else device
     dev = resolve_device(device) if isinstance(device, str) else device
     profile = get_profile(cfg.profile)
-    editor = load_editor(models_dir, profile, dev)
+    # The edited geometry is also decoded to sketches: weights without a sketch decoder (the
+    # authors' release) fail here, in one line naming the command that trains one.
+    editor = load_editor(models_dir, profile, dev, sketch_decoder=True)
     data = load_dfi_data(data_dir, cfg, profile.resolution)
     out_dir, reports_dir = Path(out_dir), Path(reports_dir)
 

@@ -208,17 +208,28 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditRes
 
 def photo_sketch(
     path: str, resolution: int, style, detector: FaceDetector, in_photo_frame: bool = False,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", photo_to_sketch: torch.nn.Module | None = None,
 ) -> np.ndarray:
     """The editable sketch of a photo's face: aligned (R,R) uint8, or photo-sized (H,W) with
     `in_photo_frame` (white outside the face crop) to draw on and feed back as a geometry sketch.
 
-    `style` is a SketchStyle; pass randomize=0 for the fixed look the encoders see on average.
+    Drawn by `photo_to_sketch` (the authors' generator, `load_photo_to_sketch`) when given,
+    else by our synthesis in `style`, a SketchStyle (randomize=0: the fixed look the encoders
+    see on average).
     """
-    from pipeline.data.sketch.synthesis import synthesize_sketches
-
     face = align_image(read_image(path), resolution, detector, path)
-    sketch = synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), style, seed=0, device=device)[0]
+    if photo_to_sketch is not None:
+        from pipeline.core.tensors import faces_to_tensor
+        from pipeline.core.viz import to_uint8
+        from pipeline.models.editor import sketch_of_face
+
+        x = faces_to_tensor(face.face[None], next(photo_to_sketch.parameters()).device)
+        sketch = to_uint8(sketch_of_face(photo_to_sketch, x))[0]  # rounded to nearest
+    else:
+        from pipeline.data.sketch.synthesis import synthesize_sketches
+
+        sketch = synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), style, seed=0,
+                                     device=device)[0]
     if not in_photo_frame:
         return sketch
     return sketch_to_photo_frame(sketch, face.transform, face.photo.shape[:2])

@@ -1,7 +1,9 @@
 """Inference: the trained (or imported) modules of every part behind one `Editor`.
 
 Loads the stage outputs `models/<stage>/<part>.safetensors`; everything that edits faces
-(`dfe edit`, evaluate, DFI) goes through `load_editor`.
+(`dfe edit`, evaluate, DFI) goes through `load_editor`. The sketch decoders load on first use
+(`Editor.sketch_from_geometry`): the authors' released weights have none, and every other
+path works without them. Inference runs under `torch.inference_mode()`, in fp32 or bf16.
 """
 
 from __future__ import annotations
@@ -26,6 +28,25 @@ _MAKER = {
     "local": ("train_local", "dfe train-local --part {part}"),
     "fusion": ("train_fusion", "dfe train-fusion"),
 }
+
+
+
+class MissingSketchDecoderError(FileNotFoundError):
+    """Decoded sketches were asked of weights without D_sketch (the authors' release has none)."""
+
+
+def sketch_decoder_command(part: str, models_dir: str | Path) -> str:
+    """The command that trains `part`'s D_sketch against the encoder already in `models_dir`."""
+    return f"dfe train-sketch-ae --part {part} --freeze-encoder --models {models_dir}"
+
+
+def has_tensors(path: Path, prefix: str) -> bool:
+    """Whether a safetensors file holds `prefix.*` tensors (reads the header only)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        return any(k.startswith(prefix + ".") for k in f.keys())
+
 
 def stage_weights(stage: str, part: str, models_dir: str | Path = "models") -> Path:
     name = "fusion" if stage == "fusion" else part
@@ -59,8 +80,19 @@ def load_weights(module: nn.Module, path: Path, prefix: str, profile: Profile) -
     state = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     if not state:
         raise KeyError(f"{path} holds no '{prefix}.*' tensors (keys: {sorted(tensors)[:4]}...)")
-    module.load_state_dict(state, strict=True)
+    # A module built on the meta device (no init, no memory) adopts the loaded tensors.
+    on_meta = any(t.is_meta for t in module.state_dict().values())
+    module.load_state_dict(state, strict=True, assign=on_meta)
     return module
+
+
+def built(make, skip_init: bool) -> nn.Module:
+    """`make()`, on the meta device with `skip_init` (for load_weights to fill: a paper-profile
+    editor loads in seconds instead of first initialising 1.2 B random weights)."""
+    if not skip_init:
+        return make()
+    with torch.device("meta"):
+        return make()
 
 
 def init_appearance_encoder(generator: nn.Module) -> None:
@@ -83,8 +115,12 @@ def frozen(module: nn.Module, device: torch.device) -> nn.Module:
 def load_part_modules(
     models_dir: str | Path, part: str, profile: Profile | str, device: torch.device | str = "cpu",
     which: tuple[str, ...] = ("sketch_encoder", "sketch_decoder", "image_encoder", "generator"),
+    skip_init: bool = False,
 ) -> dict[str, nn.Module]:
-    """Frozen, eval-mode modules of one part from the stage outputs under `models_dir`."""
+    """Frozen, eval-mode modules of one part from the stage outputs under `models_dir`.
+
+    skip_init builds them on the meta device (inference); the trainers keep the random
+    initialisation, whose draws from the seeded generator their later modules follow."""
     from pipeline.models import networks as N
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -99,7 +135,12 @@ def load_part_modules(
     for name in which:
         stage, make = build[name]
         path = require_weights(stage, part, models_dir)
-        out[name] = frozen(load_weights(make(), path, name, profile), device)
+        if name == "sketch_decoder" and not has_tensors(path, name):
+            raise MissingSketchDecoderError(
+                f"{path} has no sketch decoder (the authors' released weights ship none): train one against "
+                f"the frozen encoder with `{sketch_decoder_command(part, models_dir)}`"
+            )
+        out[name] = frozen(load_weights(built(make, skip_init), path, name, profile), device)
     return out
 
 
@@ -110,64 +151,134 @@ class Editor:
     Faces and sketches are (B,3,R,R) in [-1,1] at the profile's resolution; per-part values
     are dicts keyed by part. Geometry latents come from photos (E_image) or sketches
     (E_sketch) and share one space (stage 2 aligned them); appearance codes are 4*app_ngf-d.
+    Modules run in `dtype` (inputs are cast to it); images and sketches come back as float32.
+    A part's "sketch_decoder" is loaded from `models_dir` the first time a sketch is decoded.
     """
 
     profile: Profile
     boxes: dict[str, tuple[int, int, int]]
     parts: dict[str, dict[str, nn.Module]]
     fusion: nn.Module
+    models_dir: Path | None = None
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.fusion.parameters()).device
+
+    def cast(self, dtype: torch.dtype) -> "Editor":
+        """Every module (decoders loaded later too) in `dtype`, in place; returns self."""
+        for module in [*(m for mods in self.parts.values() for m in mods.values()), self.fusion]:
+            module.to(dtype)
+        self.dtype = dtype
+        return self
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
 
     def crops(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
         r = self.profile.resolution
         assert face.ndim == 4 and face.shape[-2:] == (r, r), (face.shape, r)
+        face = self._in(face)
         return {p: face[:, :, y:y + s, x:x + s] for p, (x, y, s) in self.boxes.items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def geometry_from_photo(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
         return {p: self.parts[p]["image_encoder"](c) for p, c in self.crops(face).items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def geometry_from_sketch(self, sketch: torch.Tensor) -> dict[str, torch.Tensor]:
         return {p: self.parts[p]["sketch_encoder"](c) for p, c in self.crops(sketch).items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def appearance_codes(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
         return {p: self.parts[p]["generator"].style(c) for p, c in self.crops(face).items()}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def render(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Face from per-part geometry latents and appearance codes (one forward pass)."""
         from pipeline.models.networks import fuse_canvas
 
         feats = {}
         for part in PARTS:
-            _, feats[part] = self.parts[part]["generator"].decode(geometry[part], codes[part])
-        return self.fusion(fuse_canvas(feats, self.boxes))
+            _, feats[part] = self.parts[part]["generator"].decode(self._in(geometry[part]), self._in(codes[part]))
+        return self.fusion(fuse_canvas(feats, self.boxes)).float()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def compose(self, geometry: dict[str, torch.Tensor], appearance: dict[str, torch.Tensor]) -> torch.Tensor:
         """Face from per-part geometry latents (E_sketch or E_image) and appearance crops (B,3,s,s)."""
-        return self.render(geometry, {p: self.parts[p]["generator"].style(appearance[p]) for p in PARTS})
+        return self.render(geometry, {p: self.parts[p]["generator"].style(self._in(appearance[p])) for p in PARTS})
 
-    @torch.no_grad()
+    def require_sketch_decoder(self) -> None:
+        """Load every part's D_sketch now; MissingSketchDecoderError (one line, naming the
+        command that trains it) where the weights have none."""
+        for part in PARTS:
+            if "sketch_decoder" in self.parts[part]:
+                continue
+            if self.models_dir is None:
+                raise MissingSketchDecoderError(f"this editor has no sketch decoder for {part} and no models folder")
+            decoder = load_part_modules(self.models_dir, part, self.profile, self.device, which=("sketch_decoder",),
+                                        skip_init=True)
+            self.parts[part]["sketch_decoder"] = decoder["sketch_decoder"].to(self.dtype)
+
+    @torch.inference_mode()
     def sketch_from_geometry(self, geometry: dict[str, torch.Tensor]) -> torch.Tensor:
         """An editable whole-face sketch (B,3,R,R): the bg decoder's sketch with each part's
         decoded sketch pasted in its box (same order as the feature canvas)."""
         from pipeline.models.networks import fuse_canvas
 
-        sketches = {p: self.parts[p]["sketch_decoder"](geometry[p]) for p in PARTS}
-        return fuse_canvas(sketches, self.boxes)
+        self.require_sketch_decoder()
+        sketches = {p: self.parts[p]["sketch_decoder"](self._in(geometry[p])) for p in PARTS}
+        return fuse_canvas(sketches, self.boxes).float()
 
 
-def load_editor(models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu") -> Editor:
+def load_editor(
+    models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32, sketch_decoder: bool = False,
+) -> Editor:
+    """The editor of the weights under `models_dir`, its modules in `dtype`. The sketch
+    decoders load on first use, or now with `sketch_decoder=True` (failing early without them)."""
     from pipeline.models import networks as N
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    parts = {p: load_part_modules(models_dir, p, profile, device) for p in PARTS}
-    fusion = load_weights(N.GlobalFusion(profile), require_weights("fusion", "fusion", models_dir), "fusion", profile)
-    return Editor(profile, part_boxes(profile.resolution), parts, frozen(fusion, torch.device(device)))
+    which = ("sketch_encoder", "image_encoder", "generator")
+    parts = {p: load_part_modules(models_dir, p, profile, device, which=which, skip_init=True) for p in PARTS}
+    fusion = load_weights(built(lambda: N.GlobalFusion(profile), True), require_weights("fusion", "fusion", models_dir),
+                          "fusion", profile)
+    editor = Editor(profile, part_boxes(profile.resolution), parts, frozen(fusion, torch.device(device)),
+                    Path(models_dir)).cast(dtype)
+    if sketch_decoder:
+        editor.require_sketch_decoder()
+    return editor
 
 
+def photo_to_sketch_path(models_dir: str | Path) -> Path:
+    return Path(models_dir) / "photo_to_sketch" / "photo_to_sketch.safetensors"
+
+
+def load_photo_to_sketch(
+    models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> nn.Module:
+    """The authors' photo-to-sketch generator (their sketch_generator.pkl, imported), frozen."""
+    from pipeline.models import networks as N
+
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    path = photo_to_sketch_path(models_dir)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} missing: it comes with the authors' weights (sketch_generator.pkl), "
+            f"`dfe import-official DIR --out {models_dir}`"
+        )
+    module = built(lambda: N.PhotoToSketch(profile), True)
+    return frozen(load_weights(module, path, "p2s", profile), torch.device(device)).to(dtype)
+
+
+@torch.inference_mode()
+def sketch_of_face(p2s: nn.Module, face: torch.Tensor) -> torch.Tensor:
+    """(B,3,R,R) face in [-1,1] -> (B,1,R,R) float32 sketch in [-1,1] (channel mean)."""
+    dtype = next(p2s.parameters()).dtype
+    return p2s(face.to(dtype)).float().mean(dim=1, keepdim=True)
 
 
 def encode(editor, faces: np.ndarray, batch_size: int, device: torch.device, what: str

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from pipeline import PARTS
-from pipeline.core.io import save_json
+from pipeline.core.io import atomic_path, save_json
 from pipeline.core.profiles import Profile, get_profile
 from pipeline.models.weights import save_modules_safetensors
 
@@ -34,6 +34,7 @@ __all__ = [
     "official_layout",
     "check_layout",
     "import_official",
+    "write_release",
     "save_modules_safetensors",
     "load_modules_from_safetensors",
 ]
@@ -51,9 +52,9 @@ OFFICIAL_FILES: dict[str, tuple[str, str, str]] = {
 
 NO_SKETCH_DECODER = (
     "the release has no sketch decoder: sketch_ae/<part>.safetensors hold only 'sketch_encoder.*'; "
-    "editing from sketches works, but decoding a geometry latent back to a sketch (and training "
-    "the image-encoder stage against it) needs D_sketch trained by the sketch_ae stage with the "
-    "encoder frozen"
+    "editing from photos and sketches works, but decoding a geometry latent back to a sketch (and "
+    "training the image-encoder stage against it) needs D_sketch, trained against the frozen "
+    "released encoder by `dfe train-sketch-ae --part <part> --freeze-encoder --models <out>`"
 )
 
 
@@ -226,4 +227,38 @@ def import_official(
         "notes": [NO_SKETCH_DECODER],
     }
 
+
+def write_release(
+    dst: str | os.PathLike, profile: Profile | None = None, parts: tuple[str, ...] = PARTS, seed: int = 0,
+    protocol: int = 4,
+) -> dict[str, int]:
+    """Random weights in the released format: pickled {name: float32 numpy array} files named as
+    the authors' (sketch_encoder/sketch_encoder_<part>.pkl, ..., sketch_generator.pkl), shaped
+    as `profile`'s modules (default paper: the released shapes). For tests and dry runs of
+    `dfe import-official` -> `dfe edit` without the authors' files. Weights are fan-in scaled
+    normals (norm layers: weight 1, bias 0), so outputs stay finite; returns file -> tensor count.
+    """
+    dst = Path(dst)
+    rng = np.random.default_rng(seed)
+    written = {}
+    for key, shapes in official_layout(profile).items():
+        for part in parts if "{part}" in key else (None,):
+            arrays = {}
+            for name, shape in shapes.items():
+                if len(shape) > 1:  # conv weight, scaled by its fan-in (roughly, for transposed ones)
+                    fan_in = int(np.prod(shape[1:]))
+                    a = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(1.0 / max(fan_in, 1)))
+                elif name.endswith("weight"):  # norm scale
+                    a = np.ones(shape, np.float32)
+                else:
+                    a = np.zeros(shape, np.float32)
+                arrays[name] = a
+            path = dst / key.format(part=part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    pickle.dump(arrays, f, protocol=protocol)
+            written[str(path.relative_to(dst))] = len(arrays)
+            del arrays
+    return written
 

@@ -163,6 +163,21 @@ def test_an_editor_that_outputs_the_mean_face_fails_the_gates(split, tmp_path):
     assert m["sketch"]["decoded_fscore"] == pytest.approx(m["sketch"]["null_mean_sketch_fscore"], abs=0.02)
 
 
+def test_weights_without_a_sketch_decoder_are_evaluated_without_sketch_figures(split, tmp_path):
+    """The authors' release has no D_sketch: evaluate runs, leaves the sketch figures out and
+    fails their gate instead of crashing."""
+    from pipeline.models.editor import MissingSketchDecoderError
+
+    class NoDecoder(StandInEditor):
+        def sketch_from_geometry(self, geometry):
+            raise MissingSketchDecoderError("no sketch decoder for bg")
+
+    root, _ = split
+    m = evaluate(_cfg(root, tmp_path), editor=NoDecoder(lambda geo, app: geo))
+    assert m["sketch"] == {} and not m["gates"]["decoded_sketch_beats_mean_sketch"]
+    assert m["landmarks"]["recon"] == pytest.approx(m["landmarks"]["photo"], abs=1e-12)
+
+
 def test_gates_fail_on_missing_figures():
     from pipeline.evaluation.metrics import gates
 

@@ -203,7 +203,12 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditRes
     if req.aligned or target is None:
         m = np.array([[1.0, 0, 0], [0, 1.0, 0]]) if target is None else target.transform
         return EditResult(out, out, m)
-    return EditResult(paste_back(target.photo, out, target.transform, feather=req.feather), out, target.transform)
+    from pipeline.editing.blend import inner_face_mask, match_colour
+
+    mask = inner_face_mask(target.landmarks, r, feather=req.feather)
+    own_colours = Path(req.appearance).resolve() == Path(req.geometry).resolve() and not req.part_appearance
+    shown = match_colour(out, target.face, mask, lightness_only=not own_colours)
+    return EditResult(paste_back(target.photo, shown, target.transform, mask=mask, feather=0.0), out, target.transform)
 
 
 def photo_sketch(

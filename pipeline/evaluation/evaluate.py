@@ -311,9 +311,17 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     sketch: dict[str, Any] = {}
     decoded = None
     if data.sketches is not None:
-        decoded = np.concatenate([
-            _sketch_uint8(editor.sketch_from_geometry(_index(geo, np.arange(a, min(a + bs, n)))))
-            for a in range(0, n, bs)])
+        from pipeline.models.editor import MissingSketchDecoderError
+
+        try:
+            decoded = np.concatenate([
+                _sketch_uint8(editor.sketch_from_geometry(_index(geo, np.arange(a, min(a + bs, n)))))
+                for a in range(0, n, bs)])
+        except MissingSketchDecoderError as e:  # imported weights: no D_sketch; its gate then fails
+            from pipeline.core.progress import console
+
+            console.print(f"[yellow]decoded-sketch metrics skipped: {e}[/yellow]")
+    if decoded is not None:
         tol = max(1.0, profile.resolution / 64)  # 2 px at 128, 8 px at 512
         others = np.roll(np.arange(n), 1)
         if nulls.mean_sketch is not None:

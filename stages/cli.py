@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data, dfi, edit, evaluate, import_official, train
+from . import data, dfi, edit, evaluate, import_official, studio, train
 
 app = typer.Typer(
     name="dfe",
@@ -31,6 +31,7 @@ for _name, _fn in [
     ("edit", edit.edit_cmd),
     ("sketch", edit.sketch_cmd),
     ("import-official", import_official.import_official_cmd),
+    ("studio", studio.studio_cmd),
 ]:
     app.command(_name)(_fn)
 

@@ -1,0 +1,321 @@
+"""Latency of `dfe studio`'s live preview: per update, and from a stroke to the new picture in a browser.
+
+    python -m benchmarks.studio                   # small profile (models/ if trained, else random) and paper
+    python -m benchmarks.studio --no-browser --paper-iters 0
+
+Rows:
+- models per update: what one stroke costs the networks (E_sketch of the edited sketch, the
+  part generators and the fusion net; the appearance codes were computed when chosen), on one
+  CPU thread (how `dfe studio` runs the 128 px profiles) and on torch's default count;
+- server step per update: `Studio.render` whole (the models, the colour match, the blend
+  near the strokes, the paste-back into the photo shrunk to 512 px);
+- stroke -> new preview: `dfe studio` started on a free 127.0.0.1 port, Debian's Chromium
+  headless (Playwright, no browser download) draws a short stroke on the sketch; from the pen
+  lifting to the preview's new image (the page exports the canvas, uploads it, the server
+  runs the step, the page loads the PNG). Headless Chromium paints the canvas in software.
+- paper: the models per update at 512 px, random weights, one sketch encoder and one generator
+  shared by the five parts (the FLOPs of five, a fifth of the memory); ~1.2 B parameters.
+
+The browser helpers here (`start_studio`, `draw_stroke`, ...) also serve tests/test_studio.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import PARTS
+from pipeline.core.profiles import Profile, get_profile, part_boxes
+
+REPO = Path(__file__).resolve().parents[1]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+PHOTO_INPUT = "xpath=//button[@id='photo-upload']/preceding-sibling::input[@type='file'][1]"
+
+
+# --------------------------------------------------------------------------- browser helpers
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (apt-get install chromium), or None."""
+    for path in ("/usr/bin/chromium", shutil.which("chromium") or ""):
+        if path and Path(path).exists():
+            return path
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def start_studio(models: str | Path, profile: str, log: Path, *extra: str, timeout: float = 90.0,
+                 threads: int | None = None):
+    """`dfe studio` on a free local port until the block ends (with `threads` torch threads
+    when given); yields its URL. RuntimeError with the log's tail if it exits or does not
+    answer in `timeout` s."""
+    port = free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-m", "stages.cli", "studio", "--models", str(models), "--profile", profile,
+           "--port", str(port), "--host", "127.0.0.1", "--no-share", "--device", "cpu", *extra]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"dfe studio exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dfe studio did not answer on {url} in {timeout:.0f} s: "
+                                       f"{log.read_text()[-2000:]}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@contextmanager
+def browser_page(width: int = 1400, height: int = 1000):
+    """A headless Debian Chromium page (Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(30_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def preview(page) -> tuple[str, np.ndarray]:
+    """The preview's image URL and pixels (RGB uint8, the PNG the server sent)."""
+    from PIL import Image
+
+    src = page.locator("#preview img").get_attribute("src")
+    return src, np.asarray(Image.open(io.BytesIO(page.request.get(src).body())).convert("RGB"))
+
+
+def new_preview(page, old_src: str) -> tuple[str, np.ndarray]:
+    """Wait for the preview to show another image than `old_src`; return it."""
+    page.wait_for_function(
+        "s => { const i = document.querySelector('#preview img'); return i && i.src && i.src !== s }", arg=old_src)
+    return preview(page)
+
+
+def open_photo(page, url: str, photo: str | Path) -> tuple[str, np.ndarray]:
+    """Load the page, open `photo`, wait for its first preview."""
+    page.goto(url)
+    page.locator(PHOTO_INPUT).set_input_files(str(photo))
+    page.wait_for_function("() => document.querySelector('#studio-status').innerText.includes('updated in')")
+    page.wait_for_selector("#sketch canvas")
+    out = new_preview(page, "")
+    page.wait_for_timeout(300)  # the sketch is painted on the canvas
+    return out
+
+
+def draw_stroke(page, resolution: int, canvas_side: int, points: list[tuple[float, float]]) -> float:
+    """Draw through `points` (aligned-face pixels) on the sketch canvas with the mouse; returns
+    the time the pen lifted (time.perf_counter). The sketch fills `canvas_side` canvas pixels,
+    shown at the editor's zoom, centred in its canvas element."""
+    box = page.locator("#sketch canvas").first.bounding_box()
+    zoom = float(page.locator("#sketch .zoom-number").inner_text().strip().rstrip("%")) / 100
+    drawn = canvas_side * zoom
+    left, top = box["x"] + (box["width"] - drawn) / 2, box["y"] + (box["height"] - drawn) / 2
+
+    def screen(p: tuple[float, float]) -> tuple[float, float]:
+        return left + p[0] / resolution * drawn, top + p[1] / resolution * drawn
+
+    page.mouse.move(*screen(points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*screen(p))
+    page.mouse.up()
+    return time.perf_counter()
+
+
+def line(a: tuple[float, float], b: tuple[float, float], n: int = 5) -> list[tuple[float, float]]:
+    return [(a[0] + (b[0] - a[0]) * k / n, a[1] + (b[1] - a[1]) * k / n) for k in range(n + 1)]
+
+
+# --------------------------------------------------------------------------- models
+
+
+def random_modules(profile: Profile, share: bool) -> tuple[dict[str, dict[str, torch.nn.Module]], torch.nn.Module]:
+    """Random part modules (shared by the five parts with `share`) and a fusion net, eval mode."""
+    from pipeline.models import networks as N
+    from pipeline.models.editor import init_appearance_encoder
+
+    torch.manual_seed(0)
+
+    def part() -> dict[str, torch.nn.Module]:
+        gen = N.PartGenerator(profile)
+        init_appearance_encoder(gen)
+        return {"sketch_encoder": N.sketch_encoder(profile).eval(), "image_encoder": N.image_encoder(profile).eval(),
+                "generator": gen.eval()}
+
+    one = part() if share else None
+    parts = {p: one if share else part() for p in PARTS}
+    return parts, N.GlobalFusion(profile).eval()
+
+
+def write_random_models(profile: Profile, folder: Path) -> Path:
+    """models/<stage>/<part>.safetensors of random weights, as the stages lay them out."""
+    from pipeline.models import networks as N
+    from pipeline.models.weights import save_modules_safetensors
+
+    parts, fusion = random_modules(profile, share=False)
+    for p, mods in parts.items():
+        save_modules_safetensors(folder / "sketch_ae" / f"{p}.safetensors",
+                                 {"sketch_encoder": mods["sketch_encoder"], "sketch_decoder": N.SketchDecoder(profile)})
+        save_modules_safetensors(folder / "image_encoder" / f"{p}.safetensors", {"image_encoder": mods["image_encoder"]})
+        save_modules_safetensors(folder / "local" / f"{p}.safetensors", {"generator": mods["generator"]})
+    save_modules_safetensors(folder / "fusion" / "fusion.safetensors", {"fusion": fusion})
+    return folder
+
+
+def make_studio(editor):
+    from pipeline.data.sketches import SketchesConfig
+    from pipeline.editing.edit import FaceDetector
+    from pipeline.editing.studio import Studio
+    from stages.common import config_from
+
+    style = replace(config_from("sketches", SketchesConfig).style, randomize=0.0)
+    return Studio(editor, FaceDetector(), style)
+
+
+def strokes(resolution: int, n: int) -> list[list[tuple[float, float]]]:
+    """n short strokes across the mouth box, each a little lower than the last."""
+    x, y, s = part_boxes(resolution)["mouth"]
+    return [line((x + 0.1 * s, y + s * (0.3 + 0.4 * k / max(1, n - 1))), (x + 0.9 * s, y + s * (0.3 + 0.4 * k / max(1, n - 1))))
+            for k in range(n)]
+
+
+def time_updates(studio, photo: str, n: int, warmup: int = 1) -> tuple[list[float], list[float]]:
+    """Seconds per update over `n` strokes: (models, whole server step)."""
+    import cv2
+
+    from pipeline.editing.studio import canvas_size, sketch_from_layers
+
+    r = studio.resolution
+    side = canvas_size(r)
+    opened = studio.open(photo)
+    studio.render(opened, paste_side=512)  # the photo's own sketch: the base the strokes blend into
+    layer = np.zeros((side, side, 4), np.uint8)
+    models, whole = [], []
+    for k, pts in enumerate(strokes(r, warmup + n)):
+        scaled = [(round(px * side / r), round(py * side / r)) for px, py in pts]
+        cv2.line(layer, scaled[0], scaled[-1], (0, 0, 0, 255), max(1, side // 128))
+        out = studio.render(opened, sketch_from_layers(opened.sketch, [layer]), paste_side=512)
+        if k >= warmup:
+            models.append(out.model_seconds)
+            whole.append(out.seconds)
+    return models, whole
+
+
+def time_browser(models: Path, profile: str, photo: str, n: int, log: Path) -> tuple[list[float], list[float]]:
+    """Seconds from the pen lifting to the new preview image, over `n` strokes in Chromium,
+    and the server's own step times for them (from the page's status line)."""
+    import re
+
+    from pipeline.editing.studio import canvas_size
+
+    r = get_profile(profile).resolution
+    e2e, server = [], []
+    with start_studio(models, profile, log) as url, browser_page() as page:
+        src, _ = open_photo(page, url, photo)
+        for pts in strokes(r, n + 1):
+            lifted = draw_stroke(page, r, canvas_size(r), pts)
+            src, _ = new_preview(page, src)
+            e2e.append(time.perf_counter() - lifted)
+            m = re.search(r"updated in (\d+) ms", page.locator("#studio-status").inner_text())
+            server.append(int(m.group(1)) / 1000 if m else float("nan"))
+    return e2e[1:], server[1:]  # the first stroke warms the page up
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="models", help="small-profile weights; random if absent")
+    ap.add_argument("--photo", default=None, help="a face photo (default: $DFE_LONDON_DIR/neutral/001_03.jpg)")
+    ap.add_argument("--updates", type=int, default=10, help="strokes timed at the small profile")
+    ap.add_argument("--strokes", type=int, default=5, help="strokes timed in the browser")
+    ap.add_argument("--paper-iters", type=int, default=1, help="paper-profile updates timed (0: skip)")
+    ap.add_argument("--browser", default=True, action=argparse.BooleanOptionalAction, help="the Chromium row")
+    args = ap.parse_args()
+    photo = args.photo or str(Path(os.environ.get("DFE_LONDON_DIR", REPO.parent / "shared/datasets/london-faces"))
+                              / "neutral" / "001_03.jpg")
+    print(f"cpu, torch {torch.__version__}, {torch.get_num_threads()} threads; photo {photo}")
+    rows: list[tuple[str, str, str, list[float]]] = []
+
+    from pipeline.models.editor import Editor, load_editor
+
+    small = get_profile("small")
+    trained = (Path(args.models) / "fusion" / "fusion.safetensors").exists()
+    tmp = Path(tempfile.mkdtemp(prefix="dfe-studio-bench-"))
+    try:
+        if trained:
+            models_dir, weights = Path(args.models), f"trained ({args.models})"
+        else:
+            models_dir, weights = write_random_models(small, tmp / "models"), "random"
+        studio = make_studio(load_editor(models_dir, small))
+        default_threads = torch.get_num_threads()
+        for n in sorted({1, default_threads}):  # dfe studio runs the 128 px profiles on one thread
+            torch.set_num_threads(n)
+            m, w = time_updates(studio, photo, args.updates)
+            rows += [("small", weights, f"models per update, {n} thread(s)", m),
+                     ("small", weights, f"server step per update, {n} thread(s)", w)]
+        torch.set_num_threads(default_threads)
+        if args.browser:
+            if chromium_path() is None:
+                print("no Chromium (apt-get install -y chromium): the browser row is left out")
+            else:
+                e2e, server = time_browser(models_dir, "small", photo, args.strokes, tmp / "studio.log")
+                rows += [("small", weights, "stroke -> new preview in Chromium", e2e),
+                         ("small", weights, "  of which the server step (1 thread)", server)]
+        if args.paper_iters > 0:
+            paper = get_profile("paper")
+            t0 = time.perf_counter()
+            parts, fusion = random_modules(paper, share=True)
+            editor = Editor(paper, part_boxes(paper.resolution), parts, fusion)
+            print(f"paper modules built in {time.perf_counter() - t0:.1f} s")
+            m, _ = time_updates(make_studio(editor), photo, args.paper_iters, warmup=0)
+            rows.append(("paper", "random", f"models per update, {torch.get_num_threads()} thread(s)", m))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\n{'profile':8}{'weights':10}{'what':44}{'median ms':>10}{'min ms':>9}{'n':>4}")
+    for prof, wts, what, times in rows:
+        print(f"{prof:8}{wts:10}{what:44}{1e3 * statistics.median(times):10.0f}{1e3 * min(times):9.0f}{len(times):4d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,637 @@
+"""studio: the edit step behind `dfe studio`, the browser face editor, as plain functions.
+
+A person opens a photo; its face is found and aligned, and its editable sketch is drawn as
+`dfe sketch` draws it (`Studio.face_sketch`: our synthesis with randomize=0, or the authors'
+photo-to-sketch generator when it was imported). They draw on that sketch; every change runs
+`Studio.render`: E_sketch on the edited sketch, the appearance codes of each part (the
+photo's own, one photo for every part, or one photo per part group: eyes, nose, mouth, rest),
+optional attribute steps along DFI vectors, one render, then the colour match and paste-back
+of `dfe edit` into the photo's own frame. A donor's codes are computed once, when it is
+chosen; an update runs only the sketch encoders, the generators and the fusion net. By
+default a stroke changes the face only near itself (`Studio.render(local=True)`): elsewhere
+the face stays the render of the photo's own sketch, which the networks' instance norms
+would otherwise shift a little with every stroke.
+
+Everything here runs without a browser (tests/test_studio.py); `build_app` wraps it in a
+Gradio page and imports gradio only there (`pip install -e ".[studio]"`).
+
+Attribute vectors (the sliders): a `.safetensors` file with tensors `<part>.geometry`
+(C,h,w: a step in that part's geometry latent) and/or `<part>.appearance` (A,: a step in its
+appearance code), parts from PARTS, as the dfi stage writes them
+(`outputs/dfi/vectors.safetensors`). Optional string metadata: `parts` (comma-separated
+parts the slider moves; default every part in the file), `spaces` (comma-separated from
+geometry, appearance; default both), `alphas` (a list such as "[0.0, 1.0, 2.0]": the slider
+runs from -max|alpha| to +max|alpha|; default 3) and `name` (the slider's label; default the
+file's stem, or the folder's name for a file called vectors.safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline import PARTS
+from pipeline.editing.edit import AlignedFace, EditInputError, FaceDetector, align_image, read_image
+
+# The appearance slots a person fills: one photo for every part, or one per group of parts.
+ALL = "all"
+GROUPS: dict[str, tuple[str, ...]] = {"eyes": ("eye1", "eye2"), "nose": ("nose",), "mouth": ("mouth",), "rest": ("bg",)}
+SLOTS: tuple[str, ...] = (ALL, *GROUPS)
+SLOT_LABELS = {ALL: "Every part", "eyes": "Eyes", "nose": "Nose", "mouth": "Mouth",
+               "rest": "Rest (skin, hair, background)"}
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+# --------------------------------------------------------------------------- attribute vectors
+
+
+@dataclass
+class AttributeVector:
+    """One slider: per-part steps in the geometry latents and/or appearance codes."""
+
+    name: str
+    path: Path
+    vectors: dict[str, dict[str, torch.Tensor]]  # part -> {"geometry": (C,h,w), "appearance": (A,)}
+    parts: tuple[str, ...]
+    spaces: tuple[str, ...]
+    limit: float  # the slider runs over [-limit, limit]
+
+    def apply(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor], alpha: float
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """geometry + alpha * v_geometry, codes + alpha * v_appearance for this vector's parts."""
+        out_g, out_c = dict(geometry), dict(codes)
+        for part in self.parts:
+            for space, source, out in (("geometry", geometry, out_g), ("appearance", codes, out_c)):
+                v = self.vectors[part].get(space)
+                if space in self.spaces and v is not None:
+                    x = source[part]
+                    out[part] = x + alpha * v.to(device=x.device, dtype=x.dtype)
+        return out_g, out_c
+
+
+def _csv(text: str | None, allowed: Sequence[str], what: str, path: Path) -> tuple[str, ...] | None:
+    if not text:
+        return None
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    bad = [s for s in items if s not in allowed]
+    if bad:
+        raise ValueError(f"{path}: metadata {what} names {bad}; choose from {', '.join(allowed)}")
+    return items
+
+
+def read_attribute_vector(path: str | Path, shapes: Mapping[str, Mapping[str, tuple[int, ...]]] | None = None
+                          ) -> AttributeVector:
+    """An attribute vector file (module docstring); `shapes` (part -> space -> shape, from
+    `Studio.latent_shapes`) checks that it fits the loaded models. ValueError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    vectors: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in tensors.items():
+        part, _, space = key.partition(".")
+        if part in ("classic", "examples"):  # classic DFI's VGG vector and example faces (pipeline.dfi.vectors)
+            continue
+        if part not in PARTS or space not in ("geometry", "appearance"):
+            raise ValueError(f"{path}: tensor {key!r} is not <part>.geometry or <part>.appearance "
+                             f"with a part from {', '.join(PARTS)}")
+        want = None if shapes is None else tuple(shapes[part][space])
+        if want is not None and tuple(t.shape) != want:
+            raise ValueError(f"{path}: {key} is {tuple(t.shape)} but the models' is {want} (another profile?)")
+        vectors.setdefault(part, {})[space] = t.float()
+    if not vectors:
+        raise ValueError(f"{path}: holds no tensors")
+    parts = _csv(meta.get("parts"), tuple(vectors), "parts", path) or tuple(p for p in PARTS if p in vectors)
+    spaces = _csv(meta.get("spaces"), ("geometry", "appearance"), "spaces", path) or ("geometry", "appearance")
+    limit = 3.0
+    if meta.get("alphas"):
+        try:
+            alphas = [abs(float(a)) for a in json.loads(meta["alphas"])]
+        except (ValueError, TypeError):
+            raise ValueError(f"{path}: metadata alphas {meta['alphas']!r} is not a list of numbers") from None
+        limit = max([a for a in alphas if np.isfinite(a)] or [3.0]) or 3.0
+    name = meta.get("name") or (path.parent.name if path.stem == "vectors" else path.stem)
+    return AttributeVector(name, path, vectors, parts, spaces, float(limit))
+
+
+def find_attribute_vectors(folder: str | Path | None, shapes=None) -> tuple[list[AttributeVector], list[str]]:
+    """Every usable `.safetensors` vector file directly in `folder` (sorted), and one line per
+    file that was skipped and why."""
+    if folder is None or not Path(folder).is_dir():
+        return [], []
+    found, skipped = [], []
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            found.append(read_attribute_vector(path, shapes))
+        except ValueError as e:
+            skipped.append(str(e))
+    return found, skipped
+
+
+# --------------------------------------------------------------------------- the edit step
+
+
+@dataclass
+class OpenedPhoto:
+    name: str  # what the person called it (the file name)
+    face: AlignedFace  # the photo, its aligned face, photo -> aligned transform, landmarks
+    sketch: np.ndarray  # (R,R) uint8: the photo's own editable sketch
+    mask: np.ndarray  # (R,R) float32: where the edit is pasted (inner face)
+    codes: dict[str, torch.Tensor]  # the photo's own appearance codes, part -> (1,A)
+    # The render of the photo's own sketch under the latest appearance and attribute choice
+    # (key, colour-matched face): what stays where nobody drew.
+    base: tuple[Any, np.ndarray] | None = None
+    small: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # side -> (photo, transform)
+
+    def photo_at(self, side: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The photo shrunk to fit `side` (None: as it is) and its photo -> aligned transform."""
+        photo, m = self.face.photo, self.face.transform
+        k = 1.0 if side is None else min(1.0, side / max(photo.shape[:2]))
+        if k == 1.0:
+            return photo, m
+        if side not in self.small:
+            h, w = photo.shape[:2]
+            size = (max(1, round(w * k)), max(1, round(h * k)))
+            small = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+            scaled = m.copy()
+            scaled[:, 0] *= w / size[0]
+            scaled[:, 1] *= h / size[1]
+            self.small[side] = (small, scaled)
+        return self.small[side]
+
+
+@dataclass
+class Donor:
+    name: str
+    face: np.ndarray  # (R,R,3) uint8 aligned
+    codes: dict[str, torch.Tensor]
+
+
+@dataclass
+class Rendered:
+    face: np.ndarray  # (R,R,3) uint8: the edited aligned face, colour-matched as pasted
+    photo: np.ndarray | None  # (H,W,3) uint8: pasted into the photo (None with paste=False)
+    sketch: np.ndarray  # (R,R) uint8: the sketch that gave the geometry
+    region: np.ndarray | None  # (R,R) float32: where the strokes' render was blended in (None: everywhere)
+    model_seconds: float  # encoders + render (0 when nothing had to be run)
+    seconds: float  # the whole step
+
+
+def friendly(error: BaseException, names: Mapping[str, str] | None = None) -> str:
+    """One line for the page: what went wrong and what to do, with temporary upload paths
+    replaced by the names the person gave the files."""
+    text = str(error)
+    for path, name in (names or {}).items():
+        text = text.replace(path, name)
+    from pipeline.editing.edit import FaceNotFoundError
+
+    hint = None
+    if isinstance(error, FaceNotFoundError):
+        hint = "choose a photo with a face seen from the front."
+    elif isinstance(error, EditInputError) and text.startswith("cannot read"):
+        hint = "choose a photo (JPEG, PNG or WebP)."
+    return text if hint is None or text.endswith(hint) else f"{text}: {hint}"
+
+
+class Studio:
+    """The loaded models and the settings of one studio; the methods are the edit step.
+
+    `problem` (a one-line message) replaces the editor when the models could not be loaded:
+    every method then raises EditInputError with it, so the page shows it and keeps running."""
+
+    def __init__(
+        self, editor=None, detector: FaceDetector | None = None, style=None, device: torch.device | str = "cpu",
+        photo_to_sketch: torch.nn.Module | None = None, feather: float = 0.06,
+        vectors: Sequence[AttributeVector] = (), problem: str | None = None, faces: Sequence[Path] = (),
+        out_dir: str | Path | None = None, reach: float = 0.08,
+    ) -> None:
+        if editor is None and problem is None:
+            raise ValueError("a Studio needs an editor or a problem to show")
+        self.editor, self.detector, self.style = editor, detector, style
+        self.device = torch.device(device)
+        self.photo_to_sketch, self.feather = photo_to_sketch, feather
+        self.vectors = list(vectors)
+        self.problem = problem
+        self.reach = reach  # local edits: how far from a stroke its render is blended in, x R
+        self.faces = list(faces)  # photos a person may pick instead of uploading
+        self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="dfe-studio-"))
+
+    # -- helpers
+    def _ready(self) -> None:
+        if self.problem is not None:
+            raise EditInputError(self.problem)
+
+    @property
+    def resolution(self) -> int:
+        self._ready()
+        return self.editor.profile.resolution
+
+    def latent_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
+        """part -> {"geometry": (C,h,w), "appearance": (A,)} of the loaded models."""
+        r = self.resolution
+        paper = torch.ones(1, 3, r, r, device=self.editor.device)
+        g = self.editor.geometry_from_sketch(paper)
+        c = self.editor.appearance_codes(paper)
+        return {p: {"geometry": tuple(g[p].shape[1:]), "appearance": tuple(c[p].shape[1:])} for p in PARTS}
+
+    def _align(self, path: str | Path, name: str) -> AlignedFace:
+        image = read_image(path)
+        return align_image(image, self.resolution, self.detector, name)
+
+    # -- the steps
+    def face_sketch(self, face: AlignedFace) -> np.ndarray:
+        """The aligned face's editable sketch (R,R) uint8, drawn as `dfe sketch` draws it."""
+        if self.photo_to_sketch is not None:
+            from pipeline.core.tensors import faces_to_tensor
+            from pipeline.core.viz import to_uint8
+            from pipeline.models.editor import sketch_of_face
+
+            x = faces_to_tensor(face.face[None], next(self.photo_to_sketch.parameters()).device)
+            return to_uint8(sketch_of_face(self.photo_to_sketch, x))[0]
+        from pipeline.data.sketch.synthesis import synthesize_sketches
+
+        return synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), self.style, seed=0,
+                                   device=self.device)[0]
+
+    def _codes(self, face: np.ndarray) -> dict[str, torch.Tensor]:
+        from pipeline.core.tensors import faces_to_tensor
+
+        return self.editor.appearance_codes(faces_to_tensor(face[None], self.editor.device))
+
+    def open(self, path: str | Path, name: str | None = None) -> OpenedPhoto:
+        """Decode a photo, find and align its face, draw its sketch; EditInputError (one line,
+        naming `name`) for a file that is not an image or a photo without a face."""
+        from pipeline.editing.blend import inner_face_mask
+
+        self._ready()
+        name = name or Path(path).name
+        try:
+            face = self._align(path, name)
+        except EditInputError as e:
+            raise type(e)(friendly(e, {str(path): name})) from None
+        sketch = self.face_sketch(face)
+        mask = inner_face_mask(face.landmarks, self.resolution, feather=self.feather)
+        return OpenedPhoto(name, face, sketch, mask, self._codes(face.face))
+
+    def donor(self, path: str | Path, name: str | None = None) -> Donor:
+        """An appearance photo: aligned once, its codes kept."""
+        self._ready()
+        name = name or Path(path).name
+        try:
+            face = self._align(path, name)
+        except EditInputError as e:
+            raise type(e)(friendly(e, {str(path): name})) from None
+        return Donor(name, face.face, self._codes(face.face))
+
+    def appearance(self, opened: OpenedPhoto, donors: Mapping[str, Donor | None]) -> dict[str, torch.Tensor]:
+        """part -> code: the photo's own, replaced by the `all` donor, then by each group's."""
+        unknown = set(donors) - set(SLOTS)
+        if unknown:
+            raise ValueError(f"unknown appearance slots {sorted(unknown)}; choose from {', '.join(SLOTS)}")
+        codes = dict(opened.codes)
+        if donors.get(ALL) is not None:
+            codes.update(donors[ALL].codes)
+        for group, parts in GROUPS.items():
+            if donors.get(group) is not None:
+                codes.update({p: donors[group].codes[p] for p in parts})
+        return codes
+
+    def stroke_region(self, changed: np.ndarray) -> np.ndarray:
+        """(R,R) float32 in [0,1]: the changed sketch pixels widened by `reach` x R, soft-edged."""
+        r = self.resolution
+        k = 2 * max(1, round(self.reach * r)) + 1
+        grown = cv2.dilate(changed.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        soft = cv2.GaussianBlur(grown.astype(np.float32), (k, k), 0)
+        return np.clip(np.maximum(soft, grown), 0.0, 1.0)  # 1 on the widened strokes, ramping off outside
+
+    def _forward(self, sketch: np.ndarray, codes: dict[str, torch.Tensor],
+                 steps: Sequence[tuple[AttributeVector, float]]) -> np.ndarray:
+        from pipeline.core.tensors import tensor_to_faces
+        from pipeline.editing.edit import _sketch_tensor
+
+        geometry = self.editor.geometry_from_sketch(_sketch_tensor(sketch, self.editor.device))
+        for vector, alpha in steps:
+            geometry, codes = vector.apply(geometry, codes, alpha)
+        return tensor_to_faces(self.editor.render(geometry, codes))[0]
+
+    def render(
+        self, opened: OpenedPhoto, sketch: np.ndarray | None = None, donors: Mapping[str, Donor | None] | None = None,
+        alphas: Mapping[str, float] | None = None, local: bool = True, paste: bool = True,
+        paste_side: int | None = None,
+    ) -> Rendered:
+        """The edit of `opened` with geometry from `sketch` ((R,R) uint8; default its own),
+        appearance from `donors` (slot -> Donor) and attribute steps `alphas` (vector name ->
+        alpha), colour-matched as `dfe edit` does and pasted into the photo (shrunk to fit
+        `paste_side`; None: full size) unless paste=False.
+
+        local=True keeps the face away from the strokes as it was: the render of the photo's
+        own sketch (same appearance and attributes) everywhere but `stroke_region` of the
+        pixels where `sketch` differs from it, where the new render is blended in. The
+        networks' instance norms otherwise let any stroke shift the whole face a little.
+        local=False shows the new render everywhere, as `dfe edit --geometry-sketch`."""
+        from pipeline.data.align import paste_back
+        from pipeline.editing.blend import match_colour
+
+        self._ready()
+        t0 = time.perf_counter()
+        r = self.resolution
+        sketch = opened.sketch if sketch is None else sketch
+        if sketch.shape != (r, r) or sketch.dtype != np.uint8:
+            raise ValueError(f"the sketch must be ({r},{r}) uint8, got {sketch.shape} {sketch.dtype}")
+        donors = {k: v for k, v in (donors or {}).items() if v is not None}
+        codes = self.appearance(opened, donors)
+        by_name = {v.name: v for v in self.vectors}
+        missing = [n for n in (alphas or {}) if n not in by_name]
+        if missing:
+            raise ValueError(f"unknown attribute vectors {missing}; loaded: {sorted(by_name)}")
+        steps = [(by_name[n], float(a)) for n, a in sorted((alphas or {}).items()) if a]
+
+        # dfe edit's colour match: the photo's own colours in full while the face's skin (the
+        # `rest`) is its own, and only its light once another photo gives the skin (that
+        # photo's colours are the point of the edit). A donor for eyes, nose or mouth alone
+        # keeps the photo's colours (dfe edit matches only the light for any donor).
+        foreign_skin = any(s in donors for s in (ALL, "rest"))
+
+        def matched(face: np.ndarray) -> np.ndarray:
+            return match_colour(face, opened.face.face, opened.mask, lightness_only=foreign_skin)
+
+        model_seconds = 0.0
+        key = (tuple((k, id(v)) for k, v in sorted(donors.items())), tuple((v.name, a) for v, a in steps))
+        changed = np.abs(sketch.astype(np.int16) - opened.sketch.astype(np.int16)) > 8
+        region = None
+        if local or not changed.any():
+            if opened.base is None or opened.base[0] != key:
+                t = time.perf_counter()
+                opened.base = (key, matched(self._forward(opened.sketch, codes, steps)))
+                model_seconds += time.perf_counter() - t
+            out = opened.base[1]
+        if changed.any():
+            t = time.perf_counter()
+            new = self._forward(sketch, codes, steps)
+            model_seconds += time.perf_counter() - t
+            if local:
+                region = self.stroke_region(changed)
+                blend = out.astype(np.float32) * (1 - region[..., None]) + matched(new).astype(np.float32) * region[..., None]
+                out = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
+            else:
+                out = matched(new)
+        photo = None
+        if paste:
+            target, m = opened.photo_at(paste_side)
+            photo = paste_back(target, out, m, mask=opened.mask, feather=0.0)
+        return Rendered(out, photo, sketch, region, model_seconds, time.perf_counter() - t0)
+
+    def save(self, opened: OpenedPhoto, rendered: Rendered) -> list[Path]:
+        """The result PNGs for download: the edited photo, the edited sketch (aligned) and the
+        sketch in the photo's frame (`dfe edit PHOTO --geometry-sketch` takes it back)."""
+        from pipeline.core.io import save_png
+        from pipeline.data.align import paste_back
+        from pipeline.editing.edit import sketch_to_photo_frame
+
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opened.name).stem) or "photo"
+        folder = Path(tempfile.mkdtemp(prefix="result-", dir=self.out_dir))
+        photo = rendered.photo
+        if photo is None or photo.shape != opened.face.photo.shape:
+            photo = paste_back(opened.face.photo, rendered.face, opened.face.transform, mask=opened.mask, feather=0.0)
+        paths = [folder / f"{stem}_edited.png", folder / f"{stem}_sketch.png", folder / f"{stem}_sketch_in_photo.png"]
+        save_png(paths[0], photo)
+        save_png(paths[1], rendered.sketch)
+        save_png(paths[2], sketch_to_photo_frame(rendered.sketch, opened.face.transform, opened.face.photo.shape[:2]))
+        return paths
+
+
+# --------------------------------------------------------------------------- the sketch canvas
+
+
+def canvas_size(resolution: int, at_least: int = 256) -> int:
+    """The drawing canvas side: the aligned size times the smallest whole factor reaching `at_least`."""
+    return resolution * max(1, -(-at_least // resolution))
+
+
+def sketch_on_canvas(sketch: np.ndarray, side: int) -> np.ndarray:
+    """(R,R) uint8 sketch -> (side,side,3) uint8 picture to draw on."""
+    big = cv2.resize(sketch, (side, side), interpolation=cv2.INTER_LINEAR if side > sketch.shape[0] else cv2.INTER_AREA)
+    return np.repeat(big[..., None], 3, axis=2)
+
+
+def sketch_from_layers(base: np.ndarray, layers: Sequence[np.ndarray | None]) -> np.ndarray:
+    """The edited sketch (R,R) uint8: the drawn layers (canvas-sized RGBA, or RGB as opaque),
+    shrunk to the aligned size, laid in order over the photo's own sketch `base` (R,R).
+
+    The layers are shrunk with alpha premultiplied, so a thin pen line becomes a thinner grey
+    one and an empty layer leaves `base` exactly as it was."""
+    r = base.shape[0]
+    out = base.astype(np.float32)
+    for layer in layers:
+        if layer is None:
+            continue
+        layer = np.asarray(layer)
+        if layer.ndim == 2:
+            layer = np.repeat(layer[..., None], 3, axis=2)
+        rgb = layer[..., :3].astype(np.float32)
+        alpha = layer[..., 3].astype(np.float32) / 255.0 if layer.shape[2] == 4 else np.ones(layer.shape[:2], np.float32)
+        if not alpha.any():
+            continue
+        grey = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+        if layer.shape[:2] != (r, r):
+            interp = cv2.INTER_AREA if layer.shape[0] > r else cv2.INTER_LINEAR
+            grey_a = cv2.resize(grey * alpha, (r, r), interpolation=interp)
+            alpha = cv2.resize(alpha, (r, r), interpolation=interp)
+        else:
+            grey_a = grey * alpha
+        out = out * (1.0 - alpha) + grey_a
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def shown(image: np.ndarray, side: int) -> np.ndarray:
+    """An image scaled to fit `side` (aligned faces are enlarged to the canvas size)."""
+    h, w = image.shape[:2]
+    k = side / max(h, w)
+    if k == 1:
+        return image
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+
+
+def list_faces(folder: str | Path | None, limit: int = 2000) -> list[Path]:
+    """Photos a person may pick: the image files under `folder` (sorted, at most `limit`)."""
+    if folder is None or not Path(folder).is_dir():
+        return []
+    found = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return found[:limit]
+
+
+# --------------------------------------------------------------------------- the page
+
+
+@dataclass
+class Session:
+    """One person's open photo and choices (kept in the page's gr.State)."""
+
+    opened: OpenedPhoto | None = None
+    donors: dict[str, Donor | None] = field(default_factory=dict)
+    last: Rendered | None = None
+
+
+def build_app(studio: Studio, title: str = "dfe studio"):
+    """The Gradio page of `studio` (see `dfe studio`). Model work runs one request at a time
+    and the live preview keeps only the newest pending request (trigger_mode="always_last")."""
+    import gradio as gr
+
+    r = None if studio.problem else studio.resolution
+    side = canvas_size(r or 128)
+    names = [v.name for v in studio.vectors]
+    face_choices = [(str(p.relative_to(p.parents[1])) if len(p.parents) > 1 else p.name, str(p)) for p in studio.faces]
+    live = dict(concurrency_limit=1, concurrency_id="model", show_progress="hidden")
+
+    def status(text: str) -> str:
+        return text
+
+    def sketch_of(session: Session, value: Any) -> np.ndarray:
+        layers = (value or {}).get("layers") or []
+        return sketch_from_layers(session.opened.sketch, layers)
+
+    def alphas_of(values: Sequence[float]) -> dict[str, float]:
+        return {n: float(a or 0.0) for n, a in zip(names, values)}
+
+    def update(session: Session, value: Any, local: bool, *alpha_values: float):
+        if session is None or session.opened is None:
+            return gr.skip(), gr.skip(), gr.skip(), session
+        try:
+            out = studio.render(session.opened, sketch_of(session, value), session.donors, alphas_of(alpha_values),
+                                local=bool(local), paste_side=512)
+        except (EditInputError, ValueError) as e:
+            return gr.skip(), gr.skip(), status(f"**{friendly(e)}**"), session
+        session.last = out
+        msg = (f"{session.opened.name}: updated in {1000 * out.seconds:.0f} ms "
+               f"(models {1000 * out.model_seconds:.0f} ms)")
+        return shown(out.face, max(side, 512)), out.photo, status(msg), session
+
+    def open_photo(session: Session | None, path: str | None, local: bool, *alpha_values: float):
+        session = session or Session()
+        if not path:
+            return (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        name = Path(path).name
+        try:
+            opened = studio.open(path, name)
+        except (EditInputError, ValueError) as e:  # the page keeps what it showed
+            return (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), status(f"**{friendly(e, {path: name})}**"))
+        session = Session(opened, dict(session.donors))
+        canvas = sketch_on_canvas(opened.sketch, side)
+        editor_value = {"background": canvas, "layers": [], "composite": canvas}
+        preview, result, msg, session = update(session, editor_value, local, *alpha_values)
+        return (session, editor_value, shown(opened.face.photo, 512), preview, result, msg)
+
+    def set_donor(slot: str):
+        def fn(session: Session | None, path: str | None, value: Any, local: bool, *alpha_values: float):
+            session = session or Session()
+            if not path:
+                session.donors[slot] = None
+            else:
+                try:
+                    session.donors[slot] = studio.donor(path, Path(path).name)
+                except (EditInputError, ValueError) as e:
+                    session.donors[slot] = None
+                    return gr.skip(), gr.skip(), status(f"**{friendly(e)}**"), session
+            return update(session, value, local, *alpha_values)
+
+        return fn
+
+    def clear(session: Session | None, local: bool, *alpha_values: float):
+        if session is None or session.opened is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
+        canvas = sketch_on_canvas(session.opened.sketch, side)
+        value = {"background": canvas, "layers": [], "composite": canvas}
+        return value, *update(session, value, local, *alpha_values)
+
+    def save(session: Session | None, value: Any, local: bool, *alpha_values: float):
+        if session is None or session.opened is None:
+            return gr.skip(), status("**Open a photo first.**")
+        try:
+            out = studio.render(session.opened, sketch_of(session, value), session.donors, alphas_of(alpha_values),
+                                local=bool(local))
+            paths = studio.save(session.opened, out)
+        except (EditInputError, ValueError) as e:
+            return gr.skip(), status(f"**{friendly(e)}**")
+        return [str(p) for p in paths], status(f"saved {', '.join(p.name for p in paths)}")
+
+    banner = (f"**The models could not be loaded: {studio.problem}**" if studio.problem else
+              "Open a photo, then draw on its sketch: black pen draws lines, the white pen paints paper "
+              "over the photo's own lines, the eraser removes your strokes. The preview follows.")
+    with gr.Blocks(title=title, analytics_enabled=False) as app:
+        session = gr.State(None)
+        gr.Markdown(f"## {title}")
+        gr.Markdown(banner, elem_id="studio-banner")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=240):
+                upload = gr.UploadButton("Open a photo…", file_types=["image"], type="filepath", variant="primary",
+                                         elem_id="photo-upload")
+                picker = gr.Dropdown(choices=face_choices, value=None, label="…or a face from the data set",
+                                     visible=bool(face_choices), elem_id="photo-pick")
+                photo = gr.Image(label="The photo", interactive=False, elem_id="photo", format="png", height=260,
+                                 buttons=[])
+                sliders = [gr.Slider(-v.limit, v.limit, value=0.0, step=0.1, label=v.name,
+                                     info=f"attribute vector {v.path.name}", elem_id=f"attribute-{k}")
+                           for k, v in enumerate(studio.vectors)]
+                if not sliders:
+                    gr.Markdown("No attribute sliders: no vectors found (`--vectors DIR` of .safetensors; the dfi "
+                                "stage writes outputs/dfi/vectors.safetensors).")
+            with gr.Column(scale=2, min_width=320):
+                editor = gr.ImageEditor(
+                    label="Sketch: draw here (pen size and colour in the toolbar; undo at the top)", type="numpy",
+                    image_mode="RGBA", sources=(), transforms=(), height=560,
+                    brush=gr.Brush(default_size=3, colors=["#000000", "#ffffff"], color_mode="fixed"),
+                    eraser=gr.Eraser(default_size=6), layers=False, canvas_size=(side, side), fixed_canvas=True,
+                    format="png", elem_id="sketch", buttons=["download"],
+                )
+                with gr.Row():
+                    clear_btn = gr.Button("Clear back to the photo's sketch", elem_id="clear")
+                    local = gr.Checkbox(value=True, label="Change the face only near my strokes", elem_id="local",
+                                        info="off: the whole face follows the new sketch, as `dfe edit` renders it")
+            with gr.Column(scale=2, min_width=320):
+                preview = gr.Image(label="Preview (aligned face)", interactive=False, format="png", elem_id="preview",
+                                   height=560, buttons=["download"])
+                message = gr.Markdown("", elem_id="studio-status")
+        gr.Markdown("**Appearance** (each optional; the photo's own by default): one photo for every part, "
+                    "and/or one per part")
+        with gr.Row():
+            slots = {s: gr.Image(label=SLOT_LABELS[s], type="filepath", sources=["upload"], height=170,
+                                 elem_id=f"appearance-{s}") for s in SLOTS}
+        with gr.Row():
+            with gr.Column(scale=2):
+                result = gr.Image(label="Result (pasted into the photo)", interactive=False, format="png",
+                                  elem_id="result", height=480, buttons=["download", "fullscreen"])
+            with gr.Column(scale=1):
+                save_btn = gr.Button("Save the result", elem_id="save", variant="primary")
+                files = gr.File(label="Downloads: the edited photo (full size) and its sketch", file_count="multiple",
+                                interactive=False, elem_id="downloads")
+
+        outs = [preview, result, message, session]
+        open_outs = [session, editor, photo, preview, result, message]
+        upload.upload(open_photo, [session, upload, local, *sliders], open_outs, **live)
+        picker.input(open_photo, [session, picker, local, *sliders], open_outs, **live)
+        for trigger in (editor, local, *sliders):
+            trigger.change(update, [session, editor, local, *sliders], outs, trigger_mode="always_last", **live)
+        for s, comp in slots.items():
+            comp.change(set_donor(s), [session, comp, editor, local, *sliders], outs, trigger_mode="always_last",
+                        **live)
+        clear_btn.click(clear, [session, local, *sliders], [editor, *outs], **live)
+        save_btn.click(save, [session, editor, local, *sliders], [files, message], concurrency_limit=1,
+                       concurrency_id="model")
+    return app

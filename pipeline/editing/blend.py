@@ -4,10 +4,10 @@ The networks render the inner face well and hair, ears and background poorly (th
 blur of the training set), so the blend mask is the inner face from the landmarks (jaw line
 up to just above the brows), feathered *inside* that outline: no generated hair or dark
 border reaches the photo, and there is no ring where the crop meets it. Before blending, the
-output's Lab statistics inside the mask are moved to the photo's: all three channels when
-the appearance came from the photo itself (a reconstruction or a sketch edit: colours must
-not drift), lightness only when the appearance came from another photo (its colours are the
-point of the edit, the photo's light is not).
+output's Lab statistics inside the mask are moved to the photo's when the appearance came
+from the photo itself (a reconstruction or a sketch edit: colours must not drift). When it
+came from another photo nothing is matched: matching even the lightness undid most of a
+skin-tone swap (London test faces 006/009/010), and the inner-face mask alone leaves no ring.
 """
 
 from __future__ import annotations

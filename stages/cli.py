@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data, dfi, edit, evaluate, import_official, studio, train
+from . import attribute, data, dfi, edit, evaluate, import_official, studio, train
 
 app = typer.Typer(
     name="dfe",
@@ -30,6 +30,8 @@ for _name, _fn in [
     ("dfi", dfi.dfi_cmd),
     ("edit", edit.edit_cmd),
     ("sketch", edit.sketch_cmd),
+    ("attribute-vector", attribute.attribute_vector_cmd),
+    ("attribute", attribute.attribute_cmd),
     ("import-official", import_official.import_official_cmd),
     ("studio", studio.studio_cmd),
 ]:

@@ -13,13 +13,15 @@ from pipeline.dfi.dfi import DFIConfig, load_dfi_data, run_dfi
 from pipeline.core.io import save_csv, save_npy
 from tests.helpers_models import PROFILE, aligned_london, models  # noqa: F401  (fixture)
 
-# (identity, label, split, gender): two training people with both photos, a test person with
-# both (a London pair) and a test person with only the neutral photo (edited, not evaluated).
+# (identity, label, split): two training people with both photos, a test person with both (a
+# London pair), a test person with only the neutral photo (edited, not evaluated) and a val
+# person with both (alpha is chosen on them).
 FACES = [
     ("001", "neutral", "train"), ("001", "smiling", "train"),
     ("002", "neutral", "train"), ("002", "smiling", "train"),
     ("007", "neutral", "test"), ("007", "smiling", "test"),
     ("003", "neutral", "test"),
+    ("009", "neutral", "val"), ("009", "smiling", "val"),
 ]  # fmt: skip
 SUFFIX = {"neutral": "03", "smiling": "08"}
 
@@ -36,7 +38,7 @@ def data_dir(tmp_path_factory, london):
     save_csv(root / "aligned" / "manifest.csv", pd.DataFrame({
         "row": range(n), "id": [f"{lab}__{i}" for i, (_, lab, _) in zip(ids, FACES)],
         "identity": [f[0] for f in FACES], "label": [f[1] for f in FACES], "path": ids,
-        "age": [24.0, 24.0, 24.0, 24.0, 21.0, 21.0, 38.0], "gender": ["female"] * n, "ethnicity": ["white"] * n,
+        "age": [24.0, 24.0, 24.0, 24.0, 21.0, 21.0, 38.0, 30.0, 30.0], "gender": ["female"] * n, "ethnicity": ["white"] * n,
     }))
     save_csv(root / "split" / "split.csv", pd.DataFrame({
         "id": [f"{lab}__{i}" for i, (_, lab, _) in zip(ids, FACES)], "identity": [f[0] for f in FACES],
@@ -67,6 +69,33 @@ def test_data_pairs_follow_identity_and_split(data_dir):
     assert data.train_with.tolist() == [1, 3] and data.train_without.tolist() == [0, 2]
     assert data.test.tolist() == [4, 6]
     assert data.pair.tolist() == [5, -1]  # 003 has no smiling photo in the test split
+    assert data.val.tolist() == [7] and data.val_pair.tolist() == [8]
+
+
+def test_alpha_rule_prefers_mouth_error_among_alphas_that_keep_identity():
+    from pipeline.dfi.dfi import pick_alpha
+
+    figs = {0.0: {"mouth_nme": 0.06, "same_person": 1.0}, 1.0: {"mouth_nme": 0.05, "same_person": 0.9},
+            2.0: {"mouth_nme": 0.04, "same_person": 0.5}, 3.0: {"mouth_nme": None, "same_person": None}}
+    assert pick_alpha(figs, 0.8) == (1.0, "")
+    assert pick_alpha(figs, 0.4) == (2.0, "")
+    alpha, why = pick_alpha(figs, 1.01)  # none qualifies: the one that keeps identity best
+    assert alpha == 0.0 and "keeps identity best" in why
+    assert pick_alpha({1.0: {"mouth_nme": None}}, 0.8)[0] is None
+
+
+def test_change_blend_adds_only_the_change_inside_the_face(data_dir):
+    from pipeline.dfi.dfi import change_blend
+
+    root, faces = data_dir
+    lms = np.load(root / "aligned" / "landmarks.npy")[:2]
+    photos, recon = faces[:2], faces[2:4]  # any two images as the "reconstructions"
+    edits = np.stack([recon, np.clip(recon.astype(int) + 40, 0, 255).astype(np.uint8)], axis=1)
+    out = change_blend(photos, recon, edits, lms)
+    assert out.shape == (2, 2, 128, 128, 3)
+    assert np.array_equal(out[:, 0], photos)  # no change: the photo itself
+    moved = out[:, 1].astype(int) - photos
+    assert moved[:, 64, 64].min() >= 35 and (moved[:, :4, :4] == 0).all()  # inside the face only
 
 
 def test_run_dfi_fast_and_classic_absent(models, data_dir, tmp_path, monkeypatch):
@@ -77,6 +106,33 @@ def test_run_dfi_fast_and_classic_absent(models, data_dir, tmp_path, monkeypatch
 
     assert json.loads((tmp_path / "reports" / "dfi.json").read_text()) == json.loads(json.dumps(metrics))
     assert (metrics["n_train_with"], metrics["n_train_without"], metrics["n_test"], metrics["n_pairs"]) == (2, 2, 2, 1)
+    # alpha is chosen on the val person (009), never on the test faces; the figures are the test faces'.
+    choice = metrics["alpha"]
+    assert choice["on"] == "val" and (choice["n_val"], choice["n_val_pairs"]) == (1, 1)
+    if choice["chosen"] is None:  # the one-step micro models' faces are noise: dlib may find none on val
+        assert "dlib found no val edit" in choice["why"] and "chosen" not in metrics["fast_change"]
+    else:  # judged as dfe attribute puts edits back by default (dfi.blend: change)
+        assert choice["chosen"] in (0.0, 1.0) and metrics["fast_change"]["chosen"]["alpha"] == choice["chosen"]
+    assert choice["blend"] == "change" and set(metrics["fast_change"]) >= {"n_common", "alpha_0", "alpha_1"}
+    val = json.loads((tmp_path / "out" / "val.json").read_text())
+    assert val["alpha"] == choice and set(val["fast"]) >= {"recon", "alpha_0", "alpha_1"}
+    test_ids = set(pd.read_csv(tmp_path / "out" / "test.csv", dtype={"id": str})["id"])
+    assert test_ids == {"neutral__007_03", "neutral__003_03"}
+
+    # The vector file is the one attribute-vector format: learned vectors, the training faces as
+    # examples (for classic DFI's neighbours), the val-chosen alpha and how it was made.
+    from pipeline.dfi.vectors import load_vector
+
+    vec = load_vector(tmp_path / "out" / "vectors.safetensors")
+    assert vec.profile == PROFILE and vec.resolution == 128 and vec.parts == ("mouth", "bg")
+    if choice["chosen"] is None:
+        assert vec.alpha == 1.0 and vec.alpha_source.startswith("default 1 (dlib found no val edit")
+    else:
+        assert vec.alpha == choice["chosen"] and vec.alpha_source.startswith("chosen on val")
+    assert (len(vec.examples["with"]), len(vec.examples["without"])) == (2, 2)
+    assert vec.examples["with"].files == ["smiling__001_08", "smiling__002_08"]
+    assert vec.classic is None and vec.classic_status.startswith("absent") and vec.made_by == "dfi stage"
+    assert 48 not in vec.shape_points and len(vec.shape_points) == 48
     assert metrics["classic"].startswith("absent: VGG-19 ImageNet weights not found")
     fast = metrics["fast"]
     assert fast["seconds_per_image"] > 0
@@ -118,6 +174,10 @@ def test_run_dfi_classic_with_vgg_weights(models, data_dir, tmp_path, monkeypatc
     torch.save(VGG19Features().state_dict(), path)
 
     metrics = run_dfi(_params(alphas=[0.5]), root, models, tmp_path / "out", tmp_path / "reports", "cpu")
+    from pipeline.dfi.vectors import load_vector
+
+    vec = load_vector(tmp_path / "out" / "vectors.safetensors")  # with VGG-19: the classic vector too
+    assert vec.classic is not None and abs(float(vec.classic.norm()) - 1) < 1e-4 and vec.alpha in (0.5, 1.0)
     classic = metrics["classic"]
     assert isinstance(classic, dict) and classic["n_faces"] == 1 and classic["iters"] == 2
     assert set(classic) >= {"alpha_0", "alpha_0p4", "seconds_per_image"}

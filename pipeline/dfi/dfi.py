@@ -1,7 +1,11 @@
 """The dfi stage: attribute edits (default: London neutral -> smiling) by fast and classic DFI.
 
-Attribute vectors come from the TRAINING split only; the edited faces are the test split's
-faces without the attribute, so test identities never contribute to the vectors.
+Attribute vectors come from the TRAINING split only; fast DFI's alpha is chosen on the VAL
+split's faces (`choose_alpha`); the reported figures are the TEST split's faces without the
+attribute, so test identities never contribute to the vectors or to any choice. The vector is
+written in the one attribute-vector format (`pipeline.dfi.vectors`), the training faces as its
+example sets and the chosen alpha as its default step, so `dfe attribute --vector
+outputs/dfi/vectors.safetensors` applies it to any photo.
 
 - Fast DFI (`pipeline.dfi.interpolation.learned_attribute_vectors` / `apply_learned_dfi`): mean difference
   of the learned per-part geometry latents (E_image) and appearance codes between training
@@ -15,14 +19,16 @@ Evaluation uses what no DFI paper had: the test person's real photo WITH the att
 pairs). For each method and alpha: mouth landmark NME of the edit (dlib on the 128 px output)
 against the real smiling photo's aligned landmarks, and dlib identity distance / cosine
 similarity to the unedited photo. 'Before' baselines: the neutral photo itself (stored and
-dlib-at-output-size landmarks) and the real smiling photo's identity figures.
+dlib-at-output-size landmarks) and the real smiling photo's identity figures. Fast DFI is
+scored twice: `fast`, the model's edited face itself, and `fast_change`, the photo plus what
+the edit changed (`change_blend`, how `dfe attribute` puts an edit back by default).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +38,11 @@ import torch
 
 from pipeline import PARTS
 from pipeline.dfi.interpolation import SPACES, apply_learned_dfi, learned_attribute_vectors
+from pipeline.dfi.vectors import AttributeVector, ExampleSet, models_fingerprint, save_vector
 from pipeline.data.landmarks import detect_landmarks
 from pipeline.models.editor import encode
 from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
-from pipeline.core.io import atomic_path, load_npy, save_csv, save_json, save_npy, save_png
+from pipeline.core.io import load_npy, save_csv, save_json, save_npy, save_png
 from pipeline.core.progress import track
 
 PLOT_FILES = ("fast.png", "classic.png")
@@ -57,7 +64,14 @@ class DFIConfig:
     parts: tuple[str, ...] = ("mouth", "nose", "bg")  # parts whose latents move
     spaces: tuple[str, ...] = ("geometry", "appearance")  # geometry and/or appearance
     normalise: bool = False  # True: vectors scaled to the mean latent norm (learned_attribute_vectors)
-    max_faces: int = 0  # first N test faces without the attribute, 0 = all
+    max_faces: int = 0  # first N test (and val) faces without the attribute, 0 = all
+    # alpha is chosen on the val split: the lowest val mouth NME among alphas whose edits dlib
+    # still calls the same person (descriptor distance < 0.6) in at least this share of val faces.
+    min_same_person: float = 0.8
+    # What the choice and the `fast_change` figures judge: "change" = the photo plus what the
+    # edit changed (edit - reconstruction) inside the inner-face mask, as `dfe attribute` puts
+    # an edit back by default; "face" = the model's edited face itself (the `fast` figures).
+    blend: str = "change"
     grid_faces: int = 6  # rows of the PNG grids
     batch_size: int = 16
     landmark_upsample: int = 1  # dlib detector upsampling on 128 px outputs
@@ -95,6 +109,10 @@ class DFIConfig:
             raise ValueError(f"dfi.spaces {list(self.spaces)}: choose from {SPACES}")
         if self.source_value == self.target_value:
             raise ValueError("dfi.source_value and dfi.target_value are the same")
+        if not 0.0 <= self.min_same_person <= 1.0:
+            raise ValueError(f"dfi.min_same_person {self.min_same_person}: want a share in [0, 1]")
+        if self.blend not in ("change", "face"):
+            raise ValueError(f"dfi.blend {self.blend!r}: choose change or face")
 
 
 @dataclass
@@ -106,6 +124,8 @@ class DFIData:
     train_without: np.ndarray  # rows: training faces without it
     test: np.ndarray  # rows: test faces without it (the ones edited)
     pair: np.ndarray  # per test face: row of the same identity's test photo WITH it, -1 if none
+    val: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows: val faces without it (alpha is chosen on them)
+    val_pair: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per val face, as `pair`
 
 
 def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFIData:
@@ -130,22 +150,30 @@ def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFID
 
     value = manifest[cfg.attribute].astype(str)
     is_src, is_tgt = value == str(cfg.source_value), value == str(cfg.target_value)
-    train, test = manifest["split"] == "train", manifest["split"] == "test"
+    train, val, test = (manifest["split"] == s for s in ("train", "val", "test"))
     rows = {k: manifest.index[m].to_numpy() for k, m in
             (("with", train & is_tgt), ("without", train & is_src), ("test", test & is_src))}
     for k, r in rows.items():
         if len(r) == 0:
             raise ValueError(f"no {k} faces for {cfg.attribute}={cfg.source_value}->{cfg.target_value} in {data_dir}")
-    test_rows = rows["test"][: cfg.max_faces] if cfg.max_faces > 0 else rows["test"]
-    # A test face's real target photo: the same identity's (first) test row with the attribute.
-    first_target: dict[str, int] = {}
-    if "identity" in manifest:
-        targets = manifest[test & is_tgt]
-        first_target = dict(zip(targets["identity"][::-1], targets.index[::-1]))
-    pair = np.array([first_target.get(manifest.at[r, "identity"], -1) if first_target else -1 for r in test_rows],
-                    dtype=np.int64)
+
+    def edited(split: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+        """The split's faces without the attribute and, per face, the row of the same identity's
+        (first) photo WITH it in that split (-1 if none): its real target photo."""
+        r = manifest.index[split & is_src].to_numpy()
+        r = r[: cfg.max_faces] if cfg.max_faces > 0 else r
+        first_target: dict[str, int] = {}
+        if "identity" in manifest:
+            targets = manifest[split & is_tgt]
+            first_target = dict(zip(targets["identity"][::-1], targets.index[::-1]))
+        pair = np.array([first_target.get(manifest.at[i, "identity"], -1) if first_target else -1 for i in r],
+                        dtype=np.int64)
+        return r, pair
+
+    test_rows, pair = edited(test)
+    val_rows, val_pair = edited(val)
     return DFIData(manifest, np.asarray(images), np.asarray(landmarks, dtype=np.float64),
-                   rows["with"], rows["without"], test_rows, pair)
+                   rows["with"], rows["without"], test_rows, pair, val_rows, val_pair)
 
 
 # --------------------------------------------------------------------------- tensors
@@ -176,34 +204,105 @@ class FastResult:
     seconds_per_image: float  # encode + every alpha's render + sketch, per test face
 
 
-def fast_dfi(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> FastResult:
-    """Learned-space attribute vectors from the training split; edits of every test face."""
+def fast_vectors(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> dict[str, dict[str, torch.Tensor]]:
+    """Learned-space attribute vectors (every part) from the training split."""
     geo_w, app_w = encode(editor, data.images[data.train_with], cfg.batch_size, device, "encode train (with)")
     geo_wo, app_wo = encode(editor, data.images[data.train_without], cfg.batch_size, device, "encode train (without)")
-    vectors = learned_attribute_vectors(geo_w, geo_wo, app_w, app_wo, normalise=cfg.normalise)
+    return learned_attribute_vectors(geo_w, geo_wo, app_w, app_wo, normalise=cfg.normalise)
 
-    recon, edits, sketches = [], [], []
-    n_alpha = len(cfg.alphas)
+
+def fast_edits(editor, faces: np.ndarray, vectors: Mapping[str, Mapping[str, torch.Tensor]], cfg: DFIConfig,
+               device: torch.device, sketches: bool = True, what: str = "fast DFI"
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float]:
+    """Reconstructions (N,R,R,3), edits (N,A,R,R,3) for every cfg alpha and (with `sketches`)
+    the edited geometry's sketches (N,A,R,R) of aligned faces; seconds per face."""
+    recon, edits, sketch_rows = [], [], []
     _sync(device)
     start_time = time.perf_counter()
-    for start in track(range(0, len(data.test), cfg.batch_size), "fast DFI"):
-        face = faces_to_tensor(data.images[data.test[start : start + cfg.batch_size]], device)
+    for start in track(range(0, len(faces), cfg.batch_size), what):
+        face = faces_to_tensor(faces[start : start + cfg.batch_size], device)
         z, codes = editor.geometry_from_photo(face), editor.appearance_codes(face)
         recon.append(tensor_to_faces(editor.render(z, codes)))
         per_alpha, per_alpha_sketch = [], []
         for alpha in cfg.alphas:
             z_e, c_e = apply_learned_dfi(z, codes, vectors, alpha, parts=cfg.parts, spaces=cfg.spaces)
             per_alpha.append(tensor_to_faces(editor.render(z_e, c_e)))
-            per_alpha_sketch.append(_sketch_uint8(editor.sketch_from_geometry(z_e)))
+            if sketches:
+                per_alpha_sketch.append(_sketch_uint8(editor.sketch_from_geometry(z_e)))
         edits.append(np.stack(per_alpha, axis=1))
-        sketches.append(np.stack(per_alpha_sketch, axis=1))
+        if sketches:
+            sketch_rows.append(np.stack(per_alpha_sketch, axis=1))
     _sync(device)
     elapsed = time.perf_counter() - start_time
-    out = FastResult(np.concatenate(recon), np.concatenate(edits), np.concatenate(sketches), vectors,
-                     elapsed / len(data.test))
+    return (np.concatenate(recon), np.concatenate(edits), np.concatenate(sketch_rows) if sketches else None,
+            elapsed / max(len(faces), 1))
+
+
+def fast_dfi(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> FastResult:
+    """Learned-space attribute vectors from the training split; edits of every test face."""
+    vectors = fast_vectors(editor, data, cfg, device)
+    recon, edits, sketches, seconds = fast_edits(editor, data.images[data.test], vectors, cfg, device)
+    assert sketches is not None
+    out = FastResult(recon, edits, sketches, vectors, seconds)
     r = editor.profile.resolution
-    assert out.edits.shape == (len(data.test), n_alpha, r, r, 3), out.edits.shape
+    assert out.edits.shape == (len(data.test), len(cfg.alphas), r, r, 3), out.edits.shape
     return out
+
+
+def change_blend(faces: np.ndarray, recon: np.ndarray, edits: np.ndarray, landmarks: np.ndarray,
+                 feather: float = 0.06) -> np.ndarray:
+    """(N,A,R,R,3) uint8: each aligned photo plus what each edit changed (edit - its
+    reconstruction) inside the photo's inner-face mask: `dfe attribute`'s default paste-back
+    (`editing.edit.paste_change`) in the aligned frame."""
+    from pipeline.editing.blend import inner_face_mask
+
+    r = faces.shape[1]
+    out = np.empty_like(edits)
+    for i in range(len(faces)):
+        mask = inner_face_mask(landmarks[i], r, feather=feather)[None, ..., None]
+        diff = edits[i].astype(np.float32) - recon[i].astype(np.float32)[None]
+        out[i] = np.clip(faces[i].astype(np.float32)[None] + mask * diff + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def choose_alpha(editor, data: DFIData, cfg: DFIConfig, device: torch.device,
+                 vectors: Mapping[str, Mapping[str, torch.Tensor]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fast DFI's alpha, chosen on the val split (never on the reported test faces): the lowest
+    val mouth NME among alphas whose edits dlib calls the same person as the unedited photo in
+    at least `min_same_person` of the val faces; where none does, the alpha that keeps identity
+    best. Returns the choice (for the metrics) and the val figures (for outputs/, not metrics)."""
+    n_pairs = int((data.val_pair >= 0).sum())
+    choice: dict[str, Any] = {"chosen": None, "on": "val", "n_val": len(data.val), "n_val_pairs": n_pairs,
+                              "rule": f"lowest val mouth NME with same_person >= {cfg.min_same_person:g}",
+                              "blend": cfg.blend}
+    if n_pairs == 0:
+        choice["why"] = "no val faces with a real target photo (split.val_fraction 0?): alpha not chosen"
+        return choice, {}
+    recon, edits, _, _ = fast_edits(editor, data.images[data.val], vectors, cfg, device, sketches=False,
+                                    what="fast DFI (val, alpha choice)")
+    if cfg.blend == "change":
+        edits = change_blend(data.images[data.val], recon, edits, data.landmarks[data.val])
+    ev = Evaluator(data, data.val, data.val_pair, cfg.landmark_upsample)
+    sets = {"recon": recon, **{_alpha_key(a): edits[:, k] for k, a in enumerate(cfg.alphas)}}
+    figures, n_common = ev.compare(sets, "evaluate val (alpha choice)")
+    chosen, why = pick_alpha({a: figures[_alpha_key(a)] for a in cfg.alphas}, cfg.min_same_person)
+    choice["chosen"] = chosen
+    if why:
+        choice["why"] = why
+    return choice, {"n_common": n_common, **figures}
+
+
+def pick_alpha(figures: Mapping[float, Mapping[str, Any]], min_same_person: float) -> tuple[float | None, str]:
+    """The rule of `choose_alpha` on per-alpha figures (mouth_nme, same_person; None = not
+    measured): (alpha or None, why when the plain rule did not decide)."""
+    scored = [(a, f) for a, f in figures.items() if f.get("mouth_nme") is not None]
+    if not scored:
+        return None, "dlib found no val edit's landmarks: alpha not chosen"
+    keep = [(a, f) for a, f in scored if (f.get("same_person") or 0.0) >= min_same_person]
+    if keep:
+        return float(min(keep, key=lambda af: (af[1]["mouth_nme"], abs(af[0])))[0]), ""
+    best = max(scored, key=lambda af: (af[1].get("same_person") or 0.0, -abs(af[0])))[0]
+    return float(best), f"no alpha keeps same_person >= {min_same_person:g} on val: the one that keeps identity best"
 
 
 # --------------------------------------------------------------------------- classic DFI
@@ -312,6 +411,42 @@ def _wrap(text: str, width: int = 90) -> list[str]:
     return textwrap.wrap(text, width) or [""]
 
 
+# --------------------------------------------------------------------------- the vector file
+
+
+def stage_vector(data: DFIData, cfg: DFIConfig, vectors: Mapping[str, Mapping[str, torch.Tensor]],
+                 choice: Mapping[str, Any], vgg, editor, data_dir: str | Path, models_dir: str | Path,
+                 device: torch.device) -> AttributeVector:
+    """The stage's vector in the format of `dfe attribute-vector` (pipeline.dfi.vectors): the
+    learned vectors, the training faces as the example sets, the VGG-19 vector over them when
+    the weights are present, and the alpha chosen on val (1 where none could be chosen)."""
+    from pipeline.dfi.interpolation import attribute_vector, mean_dfi_features
+    from pipeline.models.vgg import DFI_LAYERS, vgg_weights_path
+
+    def examples(rows: np.ndarray, value: str) -> ExampleSet:
+        return ExampleSet(np.asarray(data.images[rows]), data.landmarks[rows].astype(np.float32),
+                          [str(i) for i in data.manifest.loc[rows, "id"]], {},
+                          f"{Path(data_dir) / 'aligned'}: train split, {cfg.attribute}={value}")
+
+    ex = {"with": examples(data.train_with, cfg.target_value), "without": examples(data.train_without, cfg.source_value)}
+    classic, status = None, f"absent: VGG-19 ImageNet weights not found at {vgg_weights_path()}"
+    if vgg is not None:
+        phi_t = mean_dfi_features(vgg, faces_to_tensor(ex["with"].faces, device), batch_size=cfg.batch_size)
+        phi_s = mean_dfi_features(vgg, faces_to_tensor(ex["without"].faces, device), batch_size=cfg.batch_size)
+        classic, status = attribute_vector(phi_t, phi_s).cpu(), f"vgg19 {','.join(DFI_LAYERS)} unit-norm, all examples"
+    chosen = choice.get("chosen")
+    source = (f"chosen on val ({choice['n_val_pairs']} pairs): {choice['rule']}" if chosen is not None
+              else f"default 1 ({choice.get('why', 'not chosen')})")
+    return AttributeVector(
+        learned={p: {s: v.float().cpu() for s, v in d.items()} for p, d in vectors.items()},
+        profile=editor.profile.name, resolution=editor.profile.resolution, parts=cfg.parts, spaces=cfg.spaces,
+        alpha=1.0 if chosen is None else float(chosen), alpha_source=source, alphas=cfg.alphas,
+        name=str(cfg.target_value), normalise=cfg.normalise, examples=ex, classic=classic, classic_status=status,
+        shape_points=NON_MOUTH_POINTS, models=str(models_dir), models_fingerprint=models_fingerprint(models_dir),
+        made_by="dfi stage",
+    )
+
+
 # --------------------------------------------------------------------------- stage
 
 
@@ -327,10 +462,9 @@ def run_dfi(
 
     Writes reports_dir/dfi.json (metrics), reports_dir/dfi/{fast,classic}.png (grids) and
     out_dir/{test.csv, recon.npy, fast_edits.npy (N,A,R,R,3), fast_sketches.npy (N,A,R,R),
-    vectors.safetensors[, classic_edits.npy (M,A,R,R,3)]}.
+    vectors.safetensors (pipeline.dfi.vectors), val.json (the val figures alpha was chosen
+    on)[, classic_edits.npy (M,A,R,R,3)]}.
     """
-    from safetensors.torch import save_file
-
     from pipeline.core.config import resolve_device
     from pipeline.core.profiles import get_profile
     from pipeline.models.editor import load_editor
@@ -373,6 +507,16 @@ def run_dfi(
         "n_common": n_common,
         **figures,
     }
+    # The photo plus only what each edit changed (dfe attribute's default paste-back).
+    changed = change_blend(data.images[data.test], fast.recon, fast.edits, data.landmarks[data.test])
+    figures_c, n_common_c = ev.compare({_alpha_key(a): changed[:, k] for k, a in enumerate(cfg.alphas)},
+                                       "evaluate fast DFI (change)")
+    change_metrics: dict[str, Any] = {"n_common": n_common_c, **figures_c}
+    # alpha is chosen on the val split's faces; the figures reported stay the test faces'.
+    choice, val_figures = choose_alpha(editor, data, cfg, dev, fast.vectors)
+    if choice["chosen"] is not None:
+        block, figs = (change_metrics, figures_c) if cfg.blend == "change" else (fast_metrics, figures)
+        block["chosen"] = {"alpha": choice["chosen"], **figs[_alpha_key(choice["chosen"])]}
 
     vgg = load_vgg19(dev, required=False)
     classic_metrics: dict[str, Any] | str
@@ -396,8 +540,10 @@ def run_dfi(
         "n_train_without": len(data.train_without),
         "n_test": len(data.test),
         "n_pairs": len(paired),
+        "alpha": choice,
         "baseline": baseline,
         "fast": fast_metrics,
+        "fast_change": change_metrics,
         "classic": classic_metrics,
     }
 
@@ -407,9 +553,9 @@ def run_dfi(
     save_npy(out_dir / "recon.npy", fast.recon)
     save_npy(out_dir / "fast_edits.npy", fast.edits)
     save_npy(out_dir / "fast_sketches.npy", fast.sketches)
-    flat = {f"{p}.{s}": v.detach().cpu().contiguous() for p, d in fast.vectors.items() for s, v in d.items()}
-    with atomic_path(out_dir / "vectors.safetensors") as tmp:
-        save_file(flat, str(tmp), metadata={"alphas": str(list(cfg.alphas)), "parts": ",".join(cfg.parts)})
+    save_json(out_dir / "val.json", {"alpha": choice, "fast": val_figures})
+    save_vector(stage_vector(data, cfg, fast.vectors, choice, vgg, editor, data_dir, models_dir, dev),
+                out_dir / "vectors.safetensors")
     if classic is not None:
         save_npy(out_dir / "classic_edits.npy", classic.edits)
 

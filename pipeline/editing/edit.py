@@ -167,8 +167,6 @@ class EditResult:
 
 def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditResult:
     """Decode, align, edit and paste back. `detector` may be None only with req.aligned."""
-    from pipeline.data.align import paste_back
-
     r = editor.profile.resolution
     if not req.aligned and detector is None:
         raise ValueError("a FaceDetector is needed unless the inputs are aligned")
@@ -203,12 +201,41 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditRes
     if req.aligned or target is None:
         m = np.array([[1.0, 0, 0], [0, 1.0, 0]]) if target is None else target.transform
         return EditResult(out, out, m)
+    own_colours = Path(req.appearance).resolve() == Path(req.geometry).resolve() and not req.part_appearance
+    return EditResult(paste_edited(target, out, req.feather, own_colours), out, target.transform)
+
+
+def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06, own_colours: bool = True) -> np.ndarray:
+    """An edited aligned face (R,R,3) in `target`'s photo frame, as `dfe edit` shows it: the
+    inner-face mask (editing.blend), the output's Lab statistics moved to the photo's (all
+    channels when the appearance is the photo's own, lightness only otherwise), pasted back."""
+    from pipeline.data.align import paste_back
     from pipeline.editing.blend import inner_face_mask, match_colour
 
-    mask = inner_face_mask(target.landmarks, r, feather=req.feather)
-    own_colours = Path(req.appearance).resolve() == Path(req.geometry).resolve() and not req.part_appearance
-    shown = match_colour(out, target.face, mask, lightness_only=not own_colours)
-    return EditResult(paste_back(target.photo, shown, target.transform, mask=mask, feather=0.0), out, target.transform)
+    assert target.landmarks is not None, "paste-back needs the photo's landmarks"
+    mask = inner_face_mask(target.landmarks, edited.shape[0], feather=feather)
+    shown = match_colour(edited, target.face, mask, lightness_only=not own_colours)
+    return paste_back(target.photo, shown, target.transform, mask=mask, feather=0.0)
+
+
+def paste_change(target: AlignedFace, edited: np.ndarray, reference: np.ndarray, feather: float = 0.06) -> np.ndarray:
+    """Only what an edit changed, at the photo's own resolution: photo + mask x (edited -
+    reference), the difference (R,R,3) warped into the photo's frame and added inside the
+    inner-face mask. `reference` is the unedited output (the reconstruction), so an edit that
+    changes nothing returns the photo itself, and the photo's own detail (and identity) stays
+    wherever the edit leaves the face alone. Aligned inputs (no landmarks): the aligned face
+    plus the difference, everywhere."""
+    diff = edited.astype(np.float32) - reference.astype(np.float32)
+    if target.landmarks is None:
+        return np.clip(target.face.astype(np.float32) + diff + 0.5, 0, 255).astype(np.uint8)
+    from pipeline.editing.blend import inner_face_mask
+
+    mask = inner_face_mask(target.landmarks, edited.shape[0], feather=feather)
+    h, w = target.photo.shape[:2]
+    inv = cv2.invertAffineTransform(target.transform)
+    diff = cv2.warpAffine(diff, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    alpha = cv2.warpAffine(mask, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
+    return np.clip(target.photo.astype(np.float32) + alpha * diff + 0.5, 0, 255).astype(np.uint8)
 
 
 def photo_sketch(

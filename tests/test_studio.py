@@ -249,12 +249,14 @@ def test_studio_without_gradio_names_the_install(monkeypatch):
     assert len(lines) == 1 and 'pip install -e ".[studio]"' in lines[0], result.output
 
 
-def test_benchmark_prints_its_table(london):
+def test_benchmark_prints_its_table(london, tmp_path):
+    """With no trained weights at --models the benchmark times random ones and says so (a
+    checkout where `dvc repro` has run has trained ones in models/: point away from them)."""
     import subprocess
 
     env = {**os.environ, "DFE_LONDON_DIR": str(london)}
     out = subprocess.run([sys.executable, "-m", "benchmarks.studio", "--no-browser", "--paper-iters", "0",
-                          "--updates", "1"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                          "--updates", "1", "--models", str(tmp_path / "none")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     for what in ("models per update, 1 thread", "server step per update, 1 thread"):
         assert re.search(rf"^small\s+random\s+{what}\(s\)\s+\d+\s+\d+\s+1$", out.stdout, re.M), out.stdout

@@ -207,14 +207,15 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditRes
 
 def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06, own_colours: bool = True) -> np.ndarray:
     """An edited aligned face (R,R,3) in `target`'s photo frame, as `dfe edit` shows it: the
-    inner-face mask (editing.blend), the output's Lab statistics moved to the photo's (all
-    channels when the appearance is the photo's own, lightness only otherwise), pasted back."""
+    inner-face mask (editing.blend), the output's Lab statistics moved to the photo's when the
+    appearance is the photo's own (colours must not drift), left as rendered when it comes from
+    another photo (its colours and skin tone are the point of the edit), pasted back."""
     from pipeline.data.align import paste_back
     from pipeline.editing.blend import inner_face_mask, match_colour
 
     assert target.landmarks is not None, "paste-back needs the photo's landmarks"
     mask = inner_face_mask(target.landmarks, edited.shape[0], feather=feather)
-    shown = match_colour(edited, target.face, mask, lightness_only=not own_colours)
+    shown = match_colour(edited, target.face, mask) if own_colours else edited
     return paste_back(target.photo, shown, target.transform, mask=mask, feather=0.0)
 
 

@@ -176,7 +176,7 @@ def load_vector(path: str | Path) -> AttributeVector:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise VectorFileError(f"{path} is not an attribute vector (unreadable safetensors: {reason}): "
+        raise VectorFileError(f"{path} is not an attribute vector (not a safetensors file: {reason}): "
                               f"{_learn_hint(path)}") from None
     if meta.get("format", FORMAT) != FORMAT:
         raise VectorFileError(f"{path} is a {meta['format']!r} file, not an attribute vector: {_learn_hint(path)}")

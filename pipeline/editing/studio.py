@@ -27,7 +27,6 @@ file's stem, or the folder's name for a file called vectors.safetensors).
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 import time
@@ -40,7 +39,6 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline import PARTS
 from pipeline.editing.edit import AlignedFace, EditInputError, FaceDetector, align_image, read_image
 
 # The appearance slots a person fills: one photo for every part, or one per group of parts.
@@ -80,54 +78,22 @@ class AttributeVector:
         return out_g, out_c
 
 
-def _csv(text: str | None, allowed: Sequence[str], what: str, path: Path) -> tuple[str, ...] | None:
-    if not text:
-        return None
-    items = tuple(s.strip() for s in text.split(",") if s.strip())
-    bad = [s for s in items if s not in allowed]
-    if bad:
-        raise ValueError(f"{path}: metadata {what} names {bad}; choose from {', '.join(allowed)}")
-    return items
-
-
 def read_attribute_vector(path: str | Path, shapes: Mapping[str, Mapping[str, tuple[int, ...]]] | None = None
                           ) -> AttributeVector:
-    """An attribute vector file (module docstring); `shapes` (part -> space -> shape, from
-    `Studio.latent_shapes`) checks that it fits the loaded models. ValueError naming the file."""
-    from safetensors import SafetensorError, safe_open
+    """A slider from an attribute vector file (read by `pipeline.dfi.vectors.load_vector`, the
+    one format); `shapes` (part -> space -> shape, from `Studio.latent_shapes`) checks that it
+    fits the loaded models. ValueError naming the file."""
+    from pipeline.dfi.vectors import load_vector
 
-    path = Path(path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a safetensors file ({e})") from None
-    vectors: dict[str, dict[str, torch.Tensor]] = {}
-    for key, t in tensors.items():
-        part, _, space = key.partition(".")
-        if part in ("classic", "examples"):  # classic DFI's VGG vector and example faces (pipeline.dfi.vectors)
-            continue
-        if part not in PARTS or space not in ("geometry", "appearance"):
-            raise ValueError(f"{path}: tensor {key!r} is not <part>.geometry or <part>.appearance "
-                             f"with a part from {', '.join(PARTS)}")
-        want = None if shapes is None else tuple(shapes[part][space])
-        if want is not None and tuple(t.shape) != want:
-            raise ValueError(f"{path}: {key} is {tuple(t.shape)} but the models' is {want} (another profile?)")
-        vectors.setdefault(part, {})[space] = t.float()
-    if not vectors:
-        raise ValueError(f"{path}: holds no tensors")
-    parts = _csv(meta.get("parts"), tuple(vectors), "parts", path) or tuple(p for p in PARTS if p in vectors)
-    spaces = _csv(meta.get("spaces"), ("geometry", "appearance"), "spaces", path) or ("geometry", "appearance")
-    limit = 3.0
-    if meta.get("alphas"):
-        try:
-            alphas = [abs(float(a)) for a in json.loads(meta["alphas"])]
-        except (ValueError, TypeError):
-            raise ValueError(f"{path}: metadata alphas {meta['alphas']!r} is not a list of numbers") from None
-        limit = max([a for a in alphas if np.isfinite(a)] or [3.0]) or 3.0
-    name = meta.get("name") or (path.parent.name if path.stem == "vectors" else path.stem)
-    return AttributeVector(name, path, vectors, parts, spaces, float(limit))
+    vector = load_vector(path)
+    for part, spaces in vector.learned.items():
+        for space, t in spaces.items():
+            want = None if shapes is None else tuple(shapes[part][space])
+            if want is not None and tuple(t.shape) != want:
+                raise ValueError(f"{path}: {part}.{space} is {tuple(t.shape)} but the models' is {want} "
+                                 "(another profile?)")
+    limit = max([abs(a) for a in vector.alphas if np.isfinite(a)] or [3.0]) or 3.0
+    return AttributeVector(vector.name, Path(path), vector.learned, vector.parts, vector.spaces, float(limit))
 
 
 def find_attribute_vectors(folder: str | Path | None, shapes=None) -> tuple[list[AttributeVector], list[str]]:
@@ -244,11 +210,9 @@ class Studio:
 
     def latent_shapes(self) -> dict[str, dict[str, tuple[int, ...]]]:
         """part -> {"geometry": (C,h,w), "appearance": (A,)} of the loaded models."""
-        r = self.resolution
-        paper = torch.ones(1, 3, r, r, device=self.editor.device)
-        g = self.editor.geometry_from_sketch(paper)
-        c = self.editor.appearance_codes(paper)
-        return {p: {"geometry": tuple(g[p].shape[1:]), "appearance": tuple(c[p].shape[1:])} for p in PARTS}
+        from pipeline.dfi.vectors import latent_shapes
+
+        return latent_shapes(self.editor)
 
     def _align(self, path: str | Path, name: str) -> AlignedFace:
         image = read_image(path)
@@ -274,29 +238,28 @@ class Studio:
 
         return self.editor.appearance_codes(faces_to_tensor(face[None], self.editor.device))
 
+    def _aligned(self, path: str | Path, name: str | None) -> tuple[str, AlignedFace]:
+        """The upload's display name and its aligned face; EditInputError in the page's words."""
+        self._ready()
+        name = name or Path(path).name
+        try:
+            return name, self._align(path, name)
+        except EditInputError as e:
+            raise type(e)(friendly(e, {str(path): name})) from None
+
     def open(self, path: str | Path, name: str | None = None) -> OpenedPhoto:
         """Decode a photo, find and align its face, draw its sketch; EditInputError (one line,
         naming `name`) for a file that is not an image or a photo without a face."""
         from pipeline.editing.blend import inner_face_mask
 
-        self._ready()
-        name = name or Path(path).name
-        try:
-            face = self._align(path, name)
-        except EditInputError as e:
-            raise type(e)(friendly(e, {str(path): name})) from None
+        name, face = self._aligned(path, name)
         sketch = self.face_sketch(face)
         mask = inner_face_mask(face.landmarks, self.resolution, feather=self.feather)
         return OpenedPhoto(name, face, sketch, mask, self._codes(face.face))
 
     def donor(self, path: str | Path, name: str | None = None) -> Donor:
         """An appearance photo: aligned once, its codes kept."""
-        self._ready()
-        name = name or Path(path).name
-        try:
-            face = self._align(path, name)
-        except EditInputError as e:
-            raise type(e)(friendly(e, {str(path): name})) from None
+        name, face = self._aligned(path, name)
         return Donor(name, face.face, self._codes(face.face))
 
     def appearance(self, opened: OpenedPhoto, donors: Mapping[str, Donor | None]) -> dict[str, torch.Tensor]:

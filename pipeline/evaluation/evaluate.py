@@ -174,11 +174,6 @@ def _other_photo(identities: list[str]) -> np.ndarray:
     return out
 
 
-def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B,3,R,R) decoded sketches in [-1,1] -> (B,R,R) uint8 (the channel mean)."""
-    return ((x.float().mean(dim=1).clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8).cpu().numpy()
-
-
 @dataclass
 class Nulls:
     """What a model that learned nothing would output, from the training split."""
@@ -205,7 +200,7 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     from pipeline.evaluation import metrics as M
     from pipeline.core.profiles import get_profile
     from pipeline.models.editor import load_editor
-    from pipeline.core.viz import make_grid, swap_matrix_grid
+    from pipeline.core.viz import make_grid, swap_matrix_grid, to_uint8
 
     profile = get_profile(cfg.profile)
     device = resolve_device(cfg.device)
@@ -315,7 +310,7 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
 
         try:
             decoded = np.concatenate([
-                _sketch_uint8(editor.sketch_from_geometry(_index(geo, np.arange(a, min(a + bs, n)))))
+                to_uint8(editor.sketch_from_geometry(_index(geo, np.arange(a, min(a + bs, n)))).mean(1, keepdim=True))
                 for a in range(0, n, bs)])
         except MissingSketchDecoderError as e:  # imported weights: no D_sketch; its gate then fails
             from pipeline.core.progress import console

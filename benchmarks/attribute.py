@@ -22,7 +22,6 @@ Writes OUT/report.json, OUT/report.md, OUT/test/<id>.jpg and OUT/test/<id>_strip
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess

@@ -22,20 +22,21 @@ def evaluate_cmd(
     sketches: Optional[str] = typer.Option(None, help="dataset sketches .npy [default: data/sketches/sketches.npy]"),
     metrics_path: Optional[str] = typer.Option(None, "--metrics", help="metrics JSON [default: reports/evaluate.json]"),
     plots_dir: Optional[str] = typer.Option(None, "--plots", help="PNG grids [default: reports/evaluate]"),
+    split: Optional[str] = typer.Option(None, help="test (reported) | val (for choosing steps, weights, thresholds) (params.yaml: evaluate.split)"),
     max_faces: Optional[int] = typer.Option(None, help="first N test faces, 0 = all (params.yaml: evaluate.max_faces)"),
     swaps_per_face: Optional[int] = typer.Option(None, help="appearance donors per face (params.yaml: evaluate.swaps_per_face)"),
     grid_faces: Optional[int] = typer.Option(None, help="faces in the grids (params.yaml: evaluate.grid_faces)"),
     batch_size: Optional[int] = typer.Option(None, help="(params.yaml: evaluate.batch_size)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: evaluate.device)"),
 ) -> None:
-    """Reconstruction, swap disentanglement and identity metrics on the test split."""
+    """Reconstruction, swap disentanglement and identity metrics on the test split (or val), beside their nulls."""
     from pipeline.evaluation.evaluate import EvalConfig, evaluate
 
     cfg = config_from("evaluate", EvalConfig, profile=profile, models_dir=models_dir, components=components,
                       aligned=aligned, sketches=sketches, metrics_path=metrics_path, plots_dir=plots_dir,
-                      max_faces=max_faces, swaps_per_face=swaps_per_face, grid_faces=grid_faces,
+                      split=split, max_faces=max_faces, swaps_per_face=swaps_per_face, grid_faces=grid_faces,
                       batch_size=batch_size, device=device)
-    require_inputs({Path(cfg.components) / "test" / "manifest.csv": "components",
+    require_inputs({Path(cfg.components) / cfg.split / "manifest.csv": "components",
                     Path(cfg.aligned) / "images.npy": "align", Path(cfg.sketches): "sketches",
                     **weights_inputs(cfg.models_dir)})
     try:

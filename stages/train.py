@@ -18,7 +18,7 @@ from pipeline.core.progress import console
 
 from .common import require_training_inputs
 
-_SHARED = ("betas", "log_every", "ckpt_every", "sample_every", "device", "amp", "augment",
+_SHARED = ("betas", "lr_decay", "log_every", "ckpt_every", "sample_every", "device", "amp", "augment",
            "components", "models_dir", "checkpoints_dir", "live_root")
 
 

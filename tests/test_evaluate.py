@@ -141,6 +141,22 @@ def test_an_editor_that_copies_the_geometry_photo_scores_the_floor(split, tmp_pa
     assert m["gates"]["swap_follows_geometry"] and m["gates"]["recon_landmarks_vs_mean_face"]
 
 
+def test_the_val_split_is_evaluated_when_asked(split, tmp_path):
+    """`split: val` reads components/val (where choices are made); test stays the default."""
+    import shutil
+
+    root, _ = split
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    train = pd.read_csv(data / "components" / "train" / "manifest.csv", dtype={"identity": str})
+    save_csv(data / "components" / "val" / "manifest.csv", train.iloc[:3])
+    copy = StandInEditor(lambda geo, app: geo)
+    assert evaluate(_cfg(data, tmp_path, split="val"), editor=copy)["n_test"] == 3
+    assert evaluate(_cfg(data, tmp_path), editor=copy)["n_test"] == 4
+    with pytest.raises(ValueError, match="split"):
+        evaluate(_cfg(data, tmp_path, split="train"), editor=copy)
+
+
 def test_an_editor_that_outputs_the_mean_face_fails_the_gates(split, tmp_path):
     """The model that learned nothing: every output is the training split's mean photo (and
     every decoded sketch its mean sketch). It must fail the identity, swap and sketch gates."""

@@ -224,6 +224,38 @@ def test_nan_guard_names_stage_step_and_term(tmp_path, components, monkeypatch):
     assert not cfg.weights_path.exists()  # no final weights from a broken run
 
 
+@pytest.mark.parametrize("stage", ["local", "fusion"])
+def test_zero_adversarial_weights_never_run_the_discriminator(stage, tmp_path, trained, components, monkeypatch):
+    """gan = fm = 0 is a plain reconstruction objective: no discriminator pass, no gan/d losses."""
+    import shutil
+
+    from pipeline.models import networks
+    from pipeline.training.train_fusion import train_fusion
+    from pipeline.training.train_local import train_local
+
+    for s in ("image_encoder", "local"):
+        shutil.copytree(trained / "models" / s, tmp_path / "models" / s)
+    calls = []
+    forward = networks.MultiScaleDiscriminator.forward
+    monkeypatch.setattr(networks.MultiScaleDiscriminator, "forward",
+                        lambda self, x: calls.append(x.shape) or forward(self, x))
+    kw = dict(loss_weights={"gan": 0.0, "fm": 0.0}, batch_size=2)
+    if stage == "local":
+        result = train_local("mouth", make_cfg(tmp_path, components, "local", "mouth", **kw))
+    else:
+        result = train_fusion(make_cfg(tmp_path, components, "fusion", "fusion", **kw))
+    assert calls == []
+    assert not {"gan", "fm", "d"} & set(result.losses) and result.losses["g_total"] > 0
+    calls.clear()  # the default weights do run it: the patch would see that
+    if stage == "local":
+        train_local("mouth", make_cfg(tmp_path / "gan", components, "local", "mouth", batch_size=2,
+                                      models_dir=str(tmp_path / "models")))
+    else:
+        train_fusion(make_cfg(tmp_path / "gan", components, "fusion", "fusion", batch_size=2,
+                              models_dir=str(tmp_path / "models")))
+    assert calls
+
+
 def _interrupt_on_call(monkeypatch, module, name: str, at: int) -> None:
     real, calls = getattr(module, name), []
 
@@ -245,7 +277,7 @@ def test_local_stage_resumes_exactly_after_interruption(tmp_path, trained, compo
 
     for run in ("straight", "killed"):
         shutil.copytree(trained / "models" / "image_encoder", tmp_path / run / "models" / "image_encoder")
-    kw = dict(steps=8, ckpt_every=4)
+    kw = dict(steps=8, ckpt_every=4, lr_decay=0.5)  # the lr schedule resumes too
     train_local("mouth", make_cfg(tmp_path / "straight", components, "local", "mouth", **kw))
     with monkeypatch.context() as mp:
         _interrupt_on_call(mp, losses, "lsgan_d_loss", at=6)  # inside step 6
@@ -305,6 +337,23 @@ def test_changed_params_do_not_resume_a_stale_checkpoint(tmp_path, components):
     assert first.resumed_from == 0 and again.resumed_from == 3 and again.steps_run == 2  # train longer
     other = train_sketch_ae("mouth", make_cfg(tmp_path, components, "sketch_ae", "mouth", lr=5e-4, steps=5))
     assert other.resumed_from == 0 and other.steps_run == 5
+
+
+def test_lr_decays_linearly_to_the_last_step_and_makes_steps_part_of_the_run(tmp_path, components):
+    from pipeline.training.train_sketch_ae import train_sketch_ae
+
+    cfg = make_cfg(tmp_path, components, "sketch_ae", "mouth", steps=10, lr_decay=0.4)
+    assert [cfg.lr_factor(s) for s in range(10)] == pytest.approx([1] * 6 + [1.0, 0.75, 0.5, 0.25])
+    assert make_cfg(tmp_path, components, "sketch_ae", "mouth", steps=10).lr_factor(9) == 1.0
+    with pytest.raises(ValueError, match="lr_decay"):
+        make_cfg(tmp_path, components, "sketch_ae", "mouth", lr_decay=1.5)
+    train_sketch_ae("mouth", make_cfg(tmp_path, components, "sketch_ae", "mouth", steps=4, lr_decay=0.5))
+    groups = torch.load(tmp_path / "checkpoints/sketch_ae/mouth.pt", weights_only=False)["optimizers"]
+    lrs = [g["lr"] for o in groups.values() for g in o["param_groups"]]
+    assert lrs and all(lr == pytest.approx(1e-3 * 0.5) for lr in lrs)  # the last step ran at 1/2
+    # A longer run decays on another schedule, so it starts afresh instead of resuming.
+    longer = train_sketch_ae("mouth", make_cfg(tmp_path, components, "sketch_ae", "mouth", steps=6, lr_decay=0.5))
+    assert longer.resumed_from == 0 and longer.steps_run == 6
 
 
 def test_rerun_of_a_finished_stage_keeps_its_recorded_speed(tmp_path, components):

@@ -42,7 +42,8 @@ class EvalConfig:
     models_dir: str = "models"
     metrics_path: str = "reports/evaluate.json"
     plots_dir: str = "reports/evaluate"
-    max_faces: int = 0  # 0 = the whole test split
+    split: str = "test"  # faces evaluated: test (reported) | val (where choices are made)
+    max_faces: int = 0  # 0 = the whole split
     swaps_per_face: int = 2  # appearance donors per geometry source (other identities)
     grid_faces: int = 6  # faces in the image grids (swap matrix is grid_faces^2)
     batch_size: int = 16
@@ -206,7 +207,9 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if editor is None:
         editor = load_editor(cfg.models_dir, profile, device)
-    data = load_test_set(cfg, profile.resolution)
+    if cfg.split not in ("test", "val"):
+        raise ValueError(f"evaluate split must be 'test' or 'val', got {cfg.split!r}")
+    data = load_test_set(cfg, profile.resolution, split=cfg.split)
     nulls = training_nulls(cfg, profile.resolution)
     n = len(data.ids)
     bs = cfg.batch_size

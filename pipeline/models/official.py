@@ -36,7 +36,6 @@ __all__ = [
     "import_official",
     "write_release",
     "save_modules_safetensors",
-    "load_modules_from_safetensors",
 ]
 
 Layout = dict[str, dict[str, tuple[int, ...]]]  # file key -> tensor name -> shape

@@ -64,6 +64,8 @@ class TaskBase:
         unknown = set(self.cfg.loss_weights) - set(DEFAULT_LOSS_WEIGHTS[self.stage])
         if unknown:
             raise ValueError(f"unknown loss weights for {self.stage}: {sorted(unknown)}")
+        # gan and fm both 0: no discriminator is run or trained (a plain reconstruction objective)
+        self.adversarial = self.w.get("gan", 0.0) > 0 or self.w.get("fm", 0.0) > 0
         self.data = ComponentData(self.cfg.components, "train", parts, self.device, load_sketches=sketches)
         expected = part_boxes(self.profile.resolution)
         for p in parts:

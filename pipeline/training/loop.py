@@ -56,6 +56,9 @@ class TrainConfig:
     batch_size: int = 8  # per process under DDP
     lr: float = 2e-4
     lr_d: float | None = None  # discriminator lr; None = lr
+    # Fraction of the run, at its end, over which every optimiser's lr falls linearly to ~0
+    # (pix2pixHD's niter_decay). Short CPU runs gain most from ending on a small lr.
+    lr_decay: float = 0.0
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0
     log_every: int = 10
@@ -82,6 +85,13 @@ class TrainConfig:
         for name in ("steps", "batch_size", "log_every", "ckpt_every", "sample_every"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= float(self.lr_decay) <= 1.0:
+            raise ValueError(f"lr_decay must be in [0, 1] (a fraction of the steps), got {self.lr_decay}")
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base lr for the step that follows `step` completed steps."""
+        decay = round(self.lr_decay * self.steps)
+        return 1.0 if decay < 1 else min(1.0, (self.steps - step) / decay)
 
     @property
     def weights_path(self) -> Path:
@@ -308,7 +318,9 @@ class Trainer:
 
     # -- fingerprint and checkpoints -------------------------------------------------------
     def _fingerprint(self) -> str:
-        cfg = {k: v for k, v in self.cfg.to_dict().items() if k not in _VOLATILE}
+        # With lr decay the schedule depends on the step count: a longer run is another run.
+        volatile = _VOLATILE - {"steps"} if self.cfg.lr_decay > 0 else _VOLATILE
+        cfg = {k: v for k, v in self.cfg.to_dict().items() if k not in volatile}
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
         for p in self.inputs:
             h.update(str(p.name).encode())
@@ -411,6 +423,7 @@ class Trainer:
                     label = cfg.stage if cfg.part == "fusion" else f"{cfg.stage}/{cfg.part}"
                     bar = progress.add_task(f"train {label}", total=cfg.steps, completed=step)
                 while step < cfg.steps:
+                    self._set_lr(task, step)
                     with self._timed("data"):
                         batch = task.next_batch()
                     with self._timed("model"):
@@ -460,6 +473,13 @@ class Trainer:
             images_per_s=cfg.batch_size * steps_run / max(wall, 1e-9) if steps_run else 0.0,
             losses=last, weights=cfg.weights_path,
         )
+
+    def _set_lr(self, task: Task, step: int) -> None:
+        factor = self.cfg.lr_factor(step)
+        for opt in task.optimizers.values():
+            for group in opt.param_groups:
+                group.setdefault("base_lr", group["lr"])  # saved with the optimiser: resumes exactly
+                group["lr"] = group["base_lr"] * factor
 
     def _export(self, task: Task) -> None:
         if not self.is_main:

@@ -67,17 +67,18 @@ class FusionTask(TaskBase):
             canvas = self._canvas(photos)
             out = self.fusion_t(canvas)
             assert out.shape == target.shape, (out.shape, target.shape)
-            self.disc.requires_grad_(False)
-            real_f, fake_f = split_features(self.disc(torch.cat([target, out])), [B, B])
+            if self.adversarial:
+                self.disc.requires_grad_(False)
+                real_f, fake_f = split_features(self.disc(torch.cat([target, out])), [B, B])
         out32 = out.float()
-        terms = {
-            "l1": L.l1(out32, target),
-            "fm": L.feature_matching_loss(real_f, fake_f),
-            "perc": self.perceptual(out32, target).float(),
-            "gan": L.lsgan_g_loss(fake_f),
-        }
+        terms = {"l1": L.l1(out32, target), "perc": self.perceptual(out32, target).float()}
+        if self.adversarial:
+            terms["fm"] = L.feature_matching_loss(real_f, fake_f)
+            terms["gan"] = L.lsgan_g_loss(fake_f)
         g_total = sum(self.w[k] * v for k, v in terms.items())
         optimizer_step(self.optimizers["fusion"], g_total)
+        if not self.adversarial:
+            return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach()}
         self.disc.requires_grad_(True)
         with self.trainer.autocast():
             d_real, d_fake = split_features(self.disc_t(torch.cat([target, out.detach()])), [B, B])

@@ -54,21 +54,25 @@ class LocalTask(TaskBase):
             swap, _ = self.generator_t(z1, x2)  # geometry of x1, appearance of x2
             cyc, _ = self.generator_t(z2, swap)  # back to x2: appearance must survive the swap
             geo = L.l1(self.geometry(swap).float(), z1.float())
-            # Generator side of the GAN: the discriminator is a fixed loss here (raw module, no
-            # grads for its weights, so DDP's reducer never sees it).
-            self.disc.requires_grad_(False)
-            real_f, rec_f, swap_f = split_features(self.disc(torch.cat([x1, rec, swap])), [B, B, B])
+            if self.adversarial:
+                # Generator side of the GAN: the discriminator is a fixed loss here (raw module, no
+                # grads for its weights, so DDP's reducer never sees it).
+                self.disc.requires_grad_(False)
+                real_f, rec_f, swap_f = split_features(self.disc(torch.cat([x1, rec, swap])), [B, B, B])
         rec, swap, cyc = rec.float(), swap.float(), cyc.float()
         terms = {
             "rec": L.rgb_to_lab_l1(rec, x1),
-            "fm": L.feature_matching_loss(real_f, rec_f),
             "perc": self.perceptual(rec, x1).float(),
-            "gan": 0.5 * (L.lsgan_g_loss(rec_f) + L.lsgan_g_loss(swap_f)),
             "geo": geo,
             "cycle": L.rgb_to_lab_l1(cyc, x2),
         }
+        if self.adversarial:
+            terms["fm"] = L.feature_matching_loss(real_f, rec_f)
+            terms["gan"] = 0.5 * (L.lsgan_g_loss(rec_f) + L.lsgan_g_loss(swap_f))
         g_total = sum(self.w[k] * v for k, v in terms.items())
         optimizer_step(self.optimizers["generator"], g_total)
+        if not self.adversarial:
+            return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach()}
         self.disc.requires_grad_(True)
         with self.trainer.autocast():
             feats = self.disc_t(torch.cat([x1, x2, rec.detach(), swap.detach()]))

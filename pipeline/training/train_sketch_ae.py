@@ -101,8 +101,6 @@ class SketchAETask(TaskBase):
         return {k: v.detach() for k, v in terms.items()}
 
     def validation_losses(self) -> dict[str, torch.Tensor]:
-        from pipeline.models import losses as L
-
         s = self.shown.sketches(self.part, self.val_idx)
         c = self._contours(self.val_lm, self.val_idx) if self.contours else None
         return self._losses(s, c, self.encoder, self.decoder)

@@ -112,6 +112,15 @@ def test_evaluate_writes_metrics_nulls_and_grids(models, split, tmp_path):
     table = null_table_markdown(metrics)
     assert len(table.splitlines()) == 2 + len(NULL_TABLE)
     assert f"photo itself (floor) {lm['photo']:.3f}" in table
+    # Runs side by side: one column each, the nulls once.
+    from pipeline.evaluation.evaluate import compare_table_markdown
+
+    other = json.loads(json.dumps(metrics))
+    other["landmarks"]["recon"] = 0.5
+    row = next(r for r in compare_table_markdown({"a": metrics, "b": other}).splitlines()
+               if r.startswith("| reconstruction landmark error"))
+    assert row.split(" | ")[1:3] == [f"{lm['recon']:.3f}" + (" ✓" if metrics["gates"]["recon_landmarks_vs_mean_face"] else " ✗"),
+                                     "0.500" + (" ✓" if other["gates"]["recon_landmarks_vs_mean_face"] else " ✗")]
 
     import cv2
 

@@ -456,8 +456,42 @@ def null_table_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-if __name__ == "__main__":  # python -m pipeline.evaluation.evaluate reports/evaluate.json
+def compare_table_markdown(runs: dict[str, dict[str, Any]]) -> str:
+    """Several evaluate.json (name -> metrics) side by side: one column per run, the nulls
+    (once where the runs agree, else per run, in column order), and the bar."""
+    from pipeline.evaluation.metrics import GATES, _lookup
+
+    def fmt(metrics: dict[str, Any], path: str) -> str:
+        v = _lookup(metrics, path)
+        return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+    rows = ["| figure | " + " | ".join(runs) + " | nulls | bar |", "|---" * (len(runs) + 3) + "|"]
+    for label, path, nulls, gate in NULL_TABLE:
+        values = []
+        for m in runs.values():
+            ok = "" if gate is None else (" ✓" if m.get("gates", {}).get(gate) else " ✗")
+            values.append(fmt(m, path) + ok)
+        # Nulls computed from the data are the same in every run on the same faces; those that
+        # involve the model (e.g. a drawing ignored = its own reconstruction) are shown per run.
+        null_text = "; ".join(f"{name} {' / '.join(dict.fromkeys(fmt(m, p) for m in runs.values()))}"
+                              for name, p in nulls) or "—"
+        bar = "—" if gate is None else " ".join(str(x) for x in (GATES[gate][0].split(".")[-1], *GATES[gate][1:]))
+        rows.append(f"| {label} | " + " | ".join(values) + f" | {null_text} | {bar} |")
+        if gate is not None and GATES[gate][0] != path:  # the ratio the bar judges, per run
+            ratio = GATES[gate][0]
+            rows.append(f"| ↳ {ratio.split('.')[-1]} | " + " | ".join(fmt(m, ratio) for m in runs.values()) + " | | |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    # python -m pipeline.evaluation.evaluate reports/evaluate.json        (one run beside its nulls)
+    # python -m pipeline.evaluation.evaluate old=a.json new=b.json        (runs side by side)
     import json
     import sys
 
-    print(null_table_markdown(json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "reports/evaluate.json").read_text())))
+    args = sys.argv[1:] or ["reports/evaluate.json"]
+    if len(args) == 1 and "=" not in args[0]:
+        print(null_table_markdown(json.loads(Path(args[0]).read_text())))
+    else:
+        named = dict(a.split("=", 1) if "=" in a else (Path(a).stem, a) for a in args)
+        print(compare_table_markdown({k: json.loads(Path(v).read_text()) for k, v in named.items()}))

@@ -1,7 +1,7 @@
 """`dfe edit` on whole London test photos, as one picture to look at.
 
     python notebooks/edit_sheet.py --models models --out outputs/edit_sheet.png
-    python notebooks/edit_sheet.py --models old/models --models models --out outputs/before_after.png
+    python notebooks/edit_sheet.py --models before=old/models --models after=models --out outputs/before_after.png
 
 For each geometry photo (original size, not aligned) it runs what `dfe edit A -a A` (a
 reconstruction) and `dfe edit A -a B` (a swap: B's appearance) run, once per models folder, and
@@ -37,7 +37,8 @@ def _fit(image: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", action="append", required=True, help="weights folder (repeat: before, after)")
+    ap.add_argument("--models", action="append", required=True,
+                    help="weights folder, or NAME=FOLDER to label its columns (repeat: before, after)")
     ap.add_argument("--out", type=Path, required=True, help="PNG to write")
     ap.add_argument("--london", type=Path, default=Path(os.environ.get("DFE_LONDON_DIR", "../shared/datasets/london-faces")))
     ap.add_argument("--profile", default="small")
@@ -55,9 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         if not path.is_file():
             raise SystemExit(f"{path} not found: pass --london (the London set folder) or set DFE_LONDON_DIR")
     rows: list[list[np.ndarray]] = [[_label(_fit(read_image(photos[a])), f"photo {a}")] for a, _ in PAIRS]
-    for models in args.models:
+    for spec in args.models:
+        name, _, models = spec.rpartition("=")
+        name = name or Path(models).name
         editor = load_editor(models, args.profile, torch.device("cpu"), torch.float32)
-        name = Path(models).parent.name or Path(models).name
         for row, (a, b) in zip(rows, PAIRS):
             for appearance, what in ((a, "recon"), (b, f"swap {b}")):
                 req = EditRequest(str(photos[a]), str(photos[appearance]), {}, None, False, 0.06)

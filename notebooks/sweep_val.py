@@ -7,7 +7,11 @@
 Trains `--stages` (default: local for every part, then fusion) with params.yaml plus the `--set`
 overrides, on top of the earlier stages' weights in `--upstream` (default: models/), into
 outputs/sweep/<name>/, then runs the evaluation on the **val** split (test stays for reporting)
-and appends one line of figures to outputs/sweep/results.jsonl. This is `dvc exp run -S ...
+and appends one line of figures (and each trained part's last validation loss) to
+outputs/sweep/results.jsonl. `--no-evaluate` stops after training, e.g. to compare stage 1 alone:
+
+    python notebooks/sweep_val.py --name bg-decay --stages sketch_ae --parts bg --no-evaluate \
+        --set train_sketch_ae.steps=400 --set train_sketch_ae.lr_decay=0.5 This is `dvc exp run -S ...
 -S evaluate.split=val` without retraining stages 1-2, for a quick look; the defaults are then
 confirmed with `dvc repro` and reported on test.
 """
@@ -44,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--name", required=True)
     ap.add_argument("--set", action="append", default=[], help="params.yaml override KEY=VALUE (repeatable)")
     ap.add_argument("--stages", default="local,fusion", help="stages to retrain, in order")
+    ap.add_argument("--parts", default=",".join(PARTS), help="parts retrained in stages 1-3 (fusion uses all)")
+    ap.add_argument("--no-evaluate", action="store_true", help="only train; report the final validation losses")
     ap.add_argument("--upstream", type=Path, default=Path("models"), help="weights of the stages not retrained")
     ap.add_argument("--out", type=Path, default=Path("outputs/sweep"))
     args = ap.parse_args(argv)
@@ -78,20 +84,30 @@ def main(argv: list[str] | None = None) -> None:
     seconds: dict[str, float] = {}
     for stage in stages:
         t = time.perf_counter()
-        for part in ("fusion",) if stage == "fusion" else PARTS:
+        for part in ("fusion",) if stage == "fusion" else [p for p in args.parts.split(",") if p]:
             cfg = train_cmds._config(stage, part, dict(paths))
             train_fusion(cfg) if stage == "fusion" else fns[stage](part, cfg)
         seconds[stage] = round(time.perf_counter() - t)
+    val_losses = {  # the last validation loss of every part trained (dvclive summaries)
+        f"{d.parent.name}/{d.name}" if d.parent.name != "dvclive" else d.name: json.loads((d / "metrics.json").read_text()).get("val")
+        for d in sorted((root / "dvclive").glob("**/")) if (d / "metrics.json").is_file()
+    }
+    if args.no_evaluate:
+        row = {"name": args.name, "set": args.set, "seconds": seconds, "val_losses": val_losses}
+        with open(args.out / "results.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(json.dumps(row, indent=1))
+        return
     ev = {k: v for k, v in (params.get("evaluate") or {}).items() if k in EvalConfig.__dataclass_fields__}
     m = evaluate(EvalConfig(**{**ev, "profile": params["profile"], "split": "val", "models_dir": str(models),
                                "metrics_path": str(root / "val.json"), "plots_dir": str(root / "plots")}))
     row = {
-        "name": args.name, "set": args.set, "seconds": seconds,
+        "name": args.name, "set": args.set, "seconds": seconds, "val_losses": val_losses,
         "recon_same_person": m["identity"]["recon_same_person"],
-        "recon_distance": round(m["identity"]["recon_distance"], 4),
-        "psnr": round(m["recon"]["psnr"], 2), "ssim": round(m["recon"]["ssim"], 3),
+        "recon_distance": m["identity"]["recon_distance"],
+        "psnr": m["recon"]["psnr"], "ssim": m["recon"]["ssim"],
         "swap_follows_appearance": m["lab"]["swap_follows_appearance"],
-        **{k: round(v, 3) for k, v in m["ratios"].items()},
+        **{k: None if v is None else round(v, 3) for k, v in m["ratios"].items()},  # None: no face found
     }
     with open(args.out / "results.jsonl", "a") as f:
         f.write(json.dumps(row) + "\n")

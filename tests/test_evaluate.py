@@ -115,12 +115,14 @@ def test_evaluate_writes_metrics_nulls_and_grids(models, split, tmp_path):
     # Runs side by side: one column each, the nulls once.
     from pipeline.evaluation.evaluate import compare_table_markdown
 
-    other = json.loads(json.dumps(metrics))
-    other["landmarks"]["recon"] = 0.5
-    row = next(r for r in compare_table_markdown({"a": metrics, "b": other}).splitlines()
+    a, b = json.loads(json.dumps(metrics)), json.loads(json.dumps(metrics))
+    a["landmarks"]["recon"], b["landmarks"]["recon"] = 0.25, 0.5
+    a["gates"]["recon_landmarks_vs_mean_face"], b["gates"]["recon_landmarks_vs_mean_face"] = True, False
+    row = next(r for r in compare_table_markdown({"a": a, "b": b}).splitlines()
                if r.startswith("| reconstruction landmark error"))
-    assert row.split(" | ")[1:3] == [f"{lm['recon']:.3f}" + (" ✓" if metrics["gates"]["recon_landmarks_vs_mean_face"] else " ✗"),
-                                     "0.500" + (" ✓" if other["gates"]["recon_landmarks_vs_mean_face"] else " ✗")]
+    assert row.split(" | ")[1:4] == ["0.250 ✓", "0.500 ✗", f"photo itself (floor) {lm['photo']:.3f}; "
+                                     f"training mean face {lm['null_mean_face']:.3f}"]
+    assert any(r.startswith("| bar swap_beats_mean_face |") for r in compare_table_markdown({"a": a}).splitlines())
 
     import cv2
 

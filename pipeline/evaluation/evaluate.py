@@ -480,6 +480,10 @@ def compare_table_markdown(runs: dict[str, dict[str, Any]]) -> str:
         if gate is not None and GATES[gate][0] != path:  # the ratio the bar judges, per run
             ratio = GATES[gate][0]
             rows.append(f"| ↳ {ratio.split('.')[-1]} | " + " | ".join(fmt(m, ratio) for m in runs.values()) + " | | |")
+    for gate in sorted(set(GATES) - {g for *_, g in NULL_TABLE}):  # bars with no row of their own
+        ratio, op, value = GATES[gate]
+        values = [fmt(m, ratio) + (" ✓" if m.get("gates", {}).get(gate) else " ✗") for m in runs.values()]
+        rows.append(f"| bar {gate} | " + " | ".join(values) + f" | — | {ratio.split('.')[-1]} {op} {value} |")
     return "\n".join(rows)
 
 

@@ -57,7 +57,8 @@ class TrainConfig:
     lr: float = 2e-4
     lr_d: float | None = None  # discriminator lr; None = lr
     # Fraction of the run, at its end, over which every optimiser's lr falls linearly to ~0
-    # (pix2pixHD's niter_decay). Short CPU runs gain most from ending on a small lr.
+    # (pix2pixHD's niter_decay, for long runs; on the small profile's short CPU runs it did
+    # not help, see the README).
     lr_decay: float = 0.0
     betas: tuple[float, float] = (0.5, 0.999)
     seed: int = 0

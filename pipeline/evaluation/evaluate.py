@@ -50,6 +50,11 @@ class EvalConfig:
     landmark_upsample: int = 1  # dlib detector upsampling: 1 finds the faces of 128 px crops
     device: str = "auto"
 
+    def validate(self) -> None:
+        """Called by stages.common.config_from and by evaluate()."""
+        if self.split not in ("test", "val"):
+            raise ValueError(f"evaluate split must be 'test' or 'val', got {self.split!r}")
+
 
 @dataclass
 class TestSet:
@@ -207,8 +212,7 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     device = resolve_device(cfg.device)
     if editor is None:
         editor = load_editor(cfg.models_dir, profile, device)
-    if cfg.split not in ("test", "val"):
-        raise ValueError(f"evaluate split must be 'test' or 'val', got {cfg.split!r}")
+    cfg.validate()
     data = load_test_set(cfg, profile.resolution, split=cfg.split)
     nulls = training_nulls(cfg, profile.resolution)
     n = len(data.ids)
@@ -435,55 +439,59 @@ NULL_TABLE: tuple[tuple[str, str, tuple[tuple[str, str], ...], str | None], ...]
 )
 
 
+def _fmt(metrics: dict[str, Any], path: str) -> str:
+    """A figure of an evaluate.json for the tables: 3 decimals, n/a when absent or infinite."""
+    from pipeline.evaluation.metrics import _lookup
+
+    v = _lookup(metrics, path)
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def _bar(gate: str) -> str:
+    """A gate as it reads in the tables, e.g. `recon_over_mean_face <= 0.6`."""
+    from pipeline.evaluation.metrics import GATES
+
+    ratio_path, op, value = GATES[gate]
+    return f"{ratio_path.split('.')[-1]} {op} {value}"
+
+
 def null_table_markdown(metrics: dict[str, Any]) -> str:
     """The headline figures of an evaluate.json beside their nulls, as a Markdown table."""
-    from pipeline.evaluation.metrics import GATES, _lookup
-
-    def fmt(path: str) -> str:
-        v = _lookup(metrics, path)
-        return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    from pipeline.evaluation.metrics import GATES
 
     rows = ["| figure | model | nulls | bar | passes |", "|---|---|---|---|---|"]
     gates = metrics.get("gates", {})
     for label, path, nulls, gate in NULL_TABLE:
-        null_text = "; ".join(f"{name} {fmt(p)}" for name, p in nulls) or "—"
-        bar = "—"
-        if gate is not None:
-            ratio_path, op, value = GATES[gate]
-            bar = f"{ratio_path.split('.')[-1]} {op} {value} (is {fmt(ratio_path)})"
+        null_text = "; ".join(f"{name} {_fmt(metrics, p)}" for name, p in nulls) or "—"
+        bar = "—" if gate is None else f"{_bar(gate)} (is {_fmt(metrics, GATES[gate][0])})"
         passed = "—" if gate is None else ("yes" if gates.get(gate) else "**no**")
-        rows.append(f"| {label} | {fmt(path)} | {null_text} | {bar} | {passed} |")
+        rows.append(f"| {label} | {_fmt(metrics, path)} | {null_text} | {bar} | {passed} |")
     return "\n".join(rows)
 
 
 def compare_table_markdown(runs: dict[str, dict[str, Any]]) -> str:
     """Several evaluate.json (name -> metrics) side by side: one column per run, the nulls
     (once where the runs agree, else per run, in column order), and the bar."""
-    from pipeline.evaluation.metrics import GATES, _lookup
+    from pipeline.evaluation.metrics import GATES
 
-    def fmt(metrics: dict[str, Any], path: str) -> str:
-        v = _lookup(metrics, path)
-        return "n/a" if v is None or not np.isfinite(v) else f"{v:.3f}"
+    def passed(m: dict[str, Any], gate: str | None) -> str:
+        return "" if gate is None else (" ✓" if m.get("gates", {}).get(gate) else " ✗")
 
     rows = ["| figure | " + " | ".join(runs) + " | nulls | bar |", "|---" * (len(runs) + 3) + "|"]
     for label, path, nulls, gate in NULL_TABLE:
-        values = []
-        for m in runs.values():
-            ok = "" if gate is None else (" ✓" if m.get("gates", {}).get(gate) else " ✗")
-            values.append(fmt(m, path) + ok)
+        values = [_fmt(m, path) + passed(m, gate) for m in runs.values()]
         # Nulls computed from the data are the same in every run on the same faces; those that
         # involve the model (e.g. a drawing ignored = its own reconstruction) are shown per run.
-        null_text = "; ".join(f"{name} {' / '.join(dict.fromkeys(fmt(m, p) for m in runs.values()))}"
+        null_text = "; ".join(f"{name} {' / '.join(dict.fromkeys(_fmt(m, p) for m in runs.values()))}"
                               for name, p in nulls) or "—"
-        bar = "—" if gate is None else " ".join(str(x) for x in (GATES[gate][0].split(".")[-1], *GATES[gate][1:]))
+        bar = "—" if gate is None else _bar(gate)
         rows.append(f"| {label} | " + " | ".join(values) + f" | {null_text} | {bar} |")
         if gate is not None and GATES[gate][0] != path:  # the ratio the bar judges, per run
             ratio = GATES[gate][0]
-            rows.append(f"| ↳ {ratio.split('.')[-1]} | " + " | ".join(fmt(m, ratio) for m in runs.values()) + " | | |")
+            rows.append(f"| ↳ {ratio.split('.')[-1]} | " + " | ".join(_fmt(m, ratio) for m in runs.values()) + " | | |")
     for gate in sorted(set(GATES) - {g for *_, g in NULL_TABLE}):  # bars with no row of their own
-        ratio, op, value = GATES[gate]
-        values = [fmt(m, ratio) + (" ✓" if m.get("gates", {}).get(gate) else " ✗") for m in runs.values()]
-        rows.append(f"| bar {gate} | " + " | ".join(values) + f" | — | {ratio.split('.')[-1]} {op} {value} |")
+        values = [_fmt(m, GATES[gate][0]) + passed(m, gate) for m in runs.values()]
+        rows.append(f"| bar {gate} | " + " | ".join(values) + f" | — | {_bar(gate)} |")
     return "\n".join(rows)
 
 

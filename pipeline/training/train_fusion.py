@@ -77,14 +77,15 @@ class FusionTask(TaskBase):
             terms["gan"] = L.lsgan_g_loss(fake_f)
         g_total = sum(self.w[k] * v for k, v in terms.items())
         optimizer_step(self.optimizers["fusion"], g_total)
-        if not self.adversarial:
-            return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach()}
-        self.disc.requires_grad_(True)
-        with self.trainer.autocast():
-            d_real, d_fake = split_features(self.disc_t(torch.cat([target, out.detach()])), [B, B])
-        d_loss = L.lsgan_d_loss(d_real, d_fake)
-        optimizer_step(self.optimizers["discriminator"], d_loss)
-        return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach(), "d": d_loss.detach()}
+        losses = {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach()}
+        if self.adversarial:
+            self.disc.requires_grad_(True)
+            with self.trainer.autocast():
+                d_real, d_fake = split_features(self.disc_t(torch.cat([target, out.detach()])), [B, B])
+            d_loss = L.lsgan_d_loss(d_real, d_fake)
+            optimizer_step(self.optimizers["discriminator"], d_loss)
+            losses["d"] = d_loss.detach()
+        return losses
 
     def validation_losses(self) -> dict[str, torch.Tensor]:
         from pipeline.models import losses as L

@@ -71,15 +71,16 @@ class LocalTask(TaskBase):
             terms["gan"] = 0.5 * (L.lsgan_g_loss(rec_f) + L.lsgan_g_loss(swap_f))
         g_total = sum(self.w[k] * v for k, v in terms.items())
         optimizer_step(self.optimizers["generator"], g_total)
-        if not self.adversarial:
-            return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach()}
-        self.disc.requires_grad_(True)
-        with self.trainer.autocast():
-            feats = self.disc_t(torch.cat([x1, x2, rec.detach(), swap.detach()]))
-        d_real, d_fake = split_features(feats, [2 * B, 2 * B])
-        d_loss = L.lsgan_d_loss(d_real, d_fake)
-        optimizer_step(self.optimizers["discriminator"], d_loss)
-        return {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach(), "d": d_loss.detach()}
+        losses = {**{k: v.detach() for k, v in terms.items()}, "g_total": g_total.detach()}
+        if self.adversarial:
+            self.disc.requires_grad_(True)
+            with self.trainer.autocast():
+                feats = self.disc_t(torch.cat([x1, x2, rec.detach(), swap.detach()]))
+            d_real, d_fake = split_features(feats, [2 * B, 2 * B])
+            d_loss = L.lsgan_d_loss(d_real, d_fake)
+            optimizer_step(self.optimizers["discriminator"], d_loss)
+            losses["d"] = d_loss.detach()
+        return losses
 
     def validation_losses(self) -> dict[str, torch.Tensor]:
         from pipeline.models import losses as L

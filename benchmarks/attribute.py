@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.evaluation.metrics import DLIB_SAME_PERSON_THRESHOLD
+
 
 def _people(split: pd.DataFrame, which: str, london: Path) -> list[str]:
     ids = sorted(set(split.loc[split["split"] == which, "identity"]))
@@ -117,8 +119,7 @@ def score_people(people: list[str], london: Path, vector, editor, scorer: Scorer
             lm = scorer.aligned_landmarks(img, res.transform)
             mouth[name].append(landmark_nme(lm[None], ref[None], LANDMARK_GROUPS["mouth"])[0]
                                if np.isfinite(lm).all() and np.isfinite(ref).all() else np.nan)
-        own = scorer.aligned_landmarks(smile, None)
-        mouth["smiling photo"].append(0.0 if np.isfinite(own).all() else np.nan)
+        mouth["smiling photo"].append(0.0 if np.isfinite(ref).all() else np.nan)  # ref: its own landmarks
         emb = scorer.embed([*images.values(), smile])
         dist = identity_distance(emb, np.repeat(emb[:1], len(emb), axis=0))
         for name, d in zip([*images, "smiling photo"], dist):
@@ -138,13 +139,14 @@ def summarise(sets: dict[str, dict[str, np.ndarray]]) -> dict[str, dict]:
         out[n] = {"mouth_nme": float(v["mouth"][common].mean()) if common.any() and n != "smiling photo" else None,
                   "missed": int((~np.isfinite(v["mouth"])).sum()),
                   "id_distance": float(ids.mean()) if len(ids) else None,
-                  "same_person": float((ids < 0.6).mean()) if len(ids) else None}
+                  "same_person": float((ids < DLIB_SAME_PERSON_THRESHOLD).mean()) if len(ids) else None}
     out["_n_common"] = int(common.sum())
     return out
 
 
 def table(summary: dict, chosen: float | None) -> str:
-    lines = ["| image | mouth NME vs real smile | dlib id distance to the photo | same person (< 0.6) | dlib missed |",
+    lines = ["| image | mouth NME vs real smile | dlib id distance to the photo "
+             f"| same person (< {DLIB_SAME_PERSON_THRESHOLD}) | dlib missed |",
              "|---|---|---|---|---|"]
     for name, f in summary.items():
         if name.startswith("_"):

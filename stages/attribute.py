@@ -18,23 +18,7 @@ import typer
 
 from pipeline.core.progress import console
 
-from .common import config_from, fail
-
-
-def _floats(text: Optional[str], what: str) -> Optional[tuple[float, ...]]:
-    if text is None:
-        return None
-    try:
-        values = tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: want numbers separated by commas, e.g. 0,0.5,1", param_hint=what) from None
-    if not values:
-        raise typer.BadParameter(f"{text!r}: no numbers", param_hint=what)
-    return values
-
-
-def _names(text: Optional[str]) -> Optional[list[str]]:
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+from .common import comma_floats, comma_names, config_from, fail
 
 
 def _editor(cfg: dict, dtype_name: Optional[str] = None):
@@ -67,7 +51,7 @@ def attribute_vector_cmd(
     from .edit import _settings
 
     cfg = _settings(profile, {"models_dir": models_dir, "device": device})
-    dcfg = config_from("dfi", DFIConfig, profile=profile, parts=_names(parts), spaces=_names(spaces),
+    dcfg = config_from("dfi", DFIConfig, profile=profile, parts=comma_names(parts), spaces=comma_names(spaces),
                        normalise=normalise)
     try:  # the folders first: no model loads for a typo
         for folder, side in ((with_dir, "with"), (without_dir, "without")):
@@ -132,7 +116,7 @@ def attribute_cmd(
         fail(f"unknown method {method!r}: choose {' or '.join(METHODS)}")
     if blend not in BLENDS:
         fail(f"unknown blend {blend!r}: choose {' or '.join(BLENDS)}")
-    sweep = _floats(strip, "--strip") or ()
+    sweep = comma_floats(strip, "--strip") or ()
     cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype})
     dcfg = config_from("dfi", DFIConfig, profile=profile, classic_k=k, classic_iters=iters)
     try:  # vectors first (cheap): a file of another profile fails before any model loads

@@ -166,6 +166,24 @@ def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     console.print(table)
 
 
+def comma_floats(text: str | None, what: str) -> tuple[float, ...] | None:
+    """`--alphas 0,0.5,1` -> (0.0, 0.5, 1.0); None stays None (params.yaml decides)."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: want numbers separated by commas, e.g. 0,0.5,1", param_hint=what) from None
+    if not values:
+        raise typer.BadParameter(f"{text!r}: no numbers", param_hint=what)
+    return values
+
+
+def comma_names(text: str | None) -> list[str] | None:
+    """`--parts mouth, nose` -> ["mouth", "nose"]; None stays None."""
+    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+
+
 def fail(error: Exception | str) -> NoReturn:
     """Print a missing-input or bad-value error (they name the stage or file to fix) and exit 2,
     without a traceback."""

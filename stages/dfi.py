@@ -12,15 +12,7 @@ from typing import Optional
 
 import typer
 
-from .common import config_from, fail, print_metrics, require_inputs, weights_inputs
-
-
-def _floats(text: Optional[str]) -> Optional[list[float]]:
-    return None if text is None else [float(t) for t in text.split(",") if t.strip()]
-
-
-def _names(text: Optional[str]) -> Optional[list[str]]:
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
+from .common import comma_floats, comma_names, config_from, fail, print_metrics, require_inputs, weights_inputs
 
 
 def dfi_cmd(
@@ -48,7 +40,7 @@ def dfi_cmd(
     require_inputs({data / "aligned" / "manifest.csv": "align", data / "aligned" / "images.npy": "align",
                     data / "split" / "split.csv": "split", **weights_inputs(models)})
     cfg = config_from("dfi", DFIConfig, profile=profile, attribute=attribute, source_value=source_value,
-                      target_value=target_value, alphas=_floats(alphas), parts=_names(parts), spaces=_names(spaces),
+                      target_value=target_value, alphas=comma_floats(alphas, "--alphas"), parts=comma_names(parts), spaces=comma_names(spaces),
                       max_faces=max_faces, classic_faces=classic_faces, classic_iters=classic_iters, device=device)
     try:
         metrics = run_dfi(cfg, data, models, pick(out_dir, "outputs/dfi"), pick(reports_dir, "reports"))

@@ -87,6 +87,14 @@ def resolve_device(device: str):
     return torch.device(device)
 
 
+def synchronize(device) -> None:
+    """Wait for queued CUDA work on `device` (so a timer reads the real time); no-op elsewhere."""
+    import torch
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 

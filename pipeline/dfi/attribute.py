@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.core.config import synchronize
 from pipeline.dfi.vectors import AttributeVector, VectorFileError
 
 METHODS = ("fast", "classic")
@@ -68,11 +69,6 @@ def main_alphas(uses: Sequence[VectorUse], alpha: float | None) -> list[float]:
 def sweep_alphas(uses: Sequence[VectorUse], value: float) -> list[float]:
     """Each vector's step for one sweep value s: s x its weight (1 when none was given)."""
     return [value * (1.0 if u.weight is None else u.weight) for u in uses]
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()
@@ -228,7 +224,7 @@ def run_attribute(req: AttributeRequest, editor, detector, vgg=None) -> Attribut
     alphas = main_alphas(req.uses, req.alpha)
     rows = [alphas, *(sweep_alphas(req.uses, s) for s in req.strip)]
     device = editor.device
-    _sync(device)
+    synchronize(device)
     t_model = time.perf_counter()
     if req.method == "fast":  # row 0: the reconstruction, what "change" measures the edit against
         edits, geometry = fast_edits(editor, target.face, req.uses, [[0.0] * len(req.uses), *rows])
@@ -245,7 +241,7 @@ def run_attribute(req: AttributeRequest, editor, detector, vgg=None) -> Attribut
         if geo_main is None:  # classic: the geometry of the edited image
             geo_main = editor.geometry_from_photo(faces_to_tensor(edits[:1], device))
         sketch = to_uint8(editor.sketch_from_geometry(geo_main).mean(dim=1, keepdim=True))[0]
-    _sync(next(vgg.parameters()).device if req.method == "classic" else device)
+    synchronize(next(vgg.parameters()).device if req.method == "classic" else device)
     t2 = time.perf_counter()
 
     if req.blend == "change":

@@ -41,6 +41,7 @@ from pipeline.dfi.interpolation import SPACES, apply_learned_dfi, learned_attrib
 from pipeline.dfi.vectors import AttributeVector, ExampleSet, models_fingerprint, save_vector
 from pipeline.data.landmarks import detect_landmarks
 from pipeline.models.editor import encode
+from pipeline.core.config import synchronize
 from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 from pipeline.core.io import load_npy, save_csv, save_json, save_npy, save_png
 from pipeline.core.progress import track
@@ -111,8 +112,10 @@ class DFIConfig:
             raise ValueError("dfi.source_value and dfi.target_value are the same")
         if not 0.0 <= self.min_same_person <= 1.0:
             raise ValueError(f"dfi.min_same_person {self.min_same_person}: want a share in [0, 1]")
-        if self.blend not in ("change", "face"):
-            raise ValueError(f"dfi.blend {self.blend!r}: choose change or face")
+        from pipeline.dfi.attribute import BLENDS
+
+        if self.blend not in BLENDS:
+            raise ValueError(f"dfi.blend {self.blend!r}: choose {' or '.join(BLENDS)}")
 
 
 @dataclass
@@ -187,11 +190,6 @@ def _sketch_uint8(x: torch.Tensor) -> np.ndarray:
     return to_uint8(x.mean(dim=1, keepdim=True))
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 # --------------------------------------------------------------------------- fast DFI
 
 
@@ -217,7 +215,7 @@ def fast_edits(editor, faces: np.ndarray, vectors: Mapping[str, Mapping[str, tor
     """Reconstructions (N,R,R,3), edits (N,A,R,R,3) for every cfg alpha and (with `sketches`)
     the edited geometry's sketches (N,A,R,R) of aligned faces; seconds per face."""
     recon, edits, sketch_rows = [], [], []
-    _sync(device)
+    synchronize(device)
     start_time = time.perf_counter()
     for start in track(range(0, len(faces), cfg.batch_size), what):
         face = faces_to_tensor(faces[start : start + cfg.batch_size], device)
@@ -232,7 +230,7 @@ def fast_edits(editor, faces: np.ndarray, vectors: Mapping[str, Mapping[str, tor
         edits.append(np.stack(per_alpha, axis=1))
         if sketches:
             sketch_rows.append(np.stack(per_alpha_sketch, axis=1))
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start_time
     return (np.concatenate(recon), np.concatenate(edits), np.concatenate(sketch_rows) if sketches else None,
             elapsed / max(len(faces), 1))
@@ -325,7 +323,7 @@ def classic_dfi(vgg, data: DFIData, cfg: DFIConfig, device: torch.device) -> Cla
     rows = data.test[: cfg.classic_faces]
     pts = list(NON_MOUTH_POINTS)
     edits = []
-    _sync(device)
+    synchronize(device)
     start_time = time.perf_counter()
     for row in track(rows, "classic DFI"):
         nb = select_neighbours(
@@ -340,7 +338,7 @@ def classic_dfi(vgg, data: DFIData, cfg: DFIConfig, device: torch.device) -> Cla
         x = faces_to_tensor(data.images[row : row + 1], device)
         res = dfi_edit(vgg, x, w, cfg.classic_alphas, iters=cfg.classic_iters, tv_weight=cfg.classic_tv_weight)
         edits.append(tensor_to_faces(res.images))
-    _sync(device)
+    synchronize(device)
     elapsed = time.perf_counter() - start_time
     return ClassicResult(rows, np.stack(edits), elapsed / max(len(rows), 1))
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 import torch
 
+from pipeline.dfi.vectors import IMAGE_SUFFIXES
 from pipeline.editing.edit import AlignedFace, EditInputError, FaceDetector, align_image, read_image
 
 # The appearance slots a person fills: one photo for every part, or one per group of parts.
@@ -48,7 +49,6 @@ SLOTS: tuple[str, ...] = (ALL, *GROUPS)
 SLOT_LABELS = {ALL: "Every part", "eyes": "Eyes", "nose": "Nose", "mouth": "Mouth",
                "rest": "Rest (skin, hair, background)"}
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
 # --------------------------------------------------------------------------- attribute vectors
@@ -449,7 +449,6 @@ class Session:
 
     opened: OpenedPhoto | None = None
     donors: dict[str, Donor | None] = field(default_factory=dict)
-    last: Rendered | None = None
 
 
 def build_app(studio: Studio, title: str = "dfe studio"):
@@ -462,9 +461,6 @@ def build_app(studio: Studio, title: str = "dfe studio"):
     names = [v.name for v in studio.vectors]
     face_choices = [(str(p.relative_to(p.parents[1])) if len(p.parents) > 1 else p.name, str(p)) for p in studio.faces]
     live = dict(concurrency_limit=1, concurrency_id="model", show_progress="hidden")
-
-    def status(text: str) -> str:
-        return text
 
     def sketch_of(session: Session, value: Any) -> np.ndarray:
         layers = (value or {}).get("layers") or []
@@ -480,11 +476,10 @@ def build_app(studio: Studio, title: str = "dfe studio"):
             out = studio.render(session.opened, sketch_of(session, value), session.donors, alphas_of(alpha_values),
                                 local=bool(local), paste_side=512)
         except (EditInputError, ValueError) as e:
-            return gr.skip(), gr.skip(), status(f"**{friendly(e)}**"), session
-        session.last = out
+            return gr.skip(), gr.skip(), f"**{friendly(e)}**", session
         msg = (f"{session.opened.name}: updated in {1000 * out.seconds:.0f} ms "
                f"(models {1000 * out.model_seconds:.0f} ms)")
-        return shown(out.face, max(side, 512)), out.photo, status(msg), session
+        return shown(out.face, max(side, 512)), out.photo, msg, session
 
     def open_photo(session: Session | None, path: str | None, local: bool, *alpha_values: float):
         session = session or Session()
@@ -494,7 +489,7 @@ def build_app(studio: Studio, title: str = "dfe studio"):
         try:
             opened = studio.open(path, name)
         except (EditInputError, ValueError) as e:  # the page keeps what it showed
-            return (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), status(f"**{friendly(e, {path: name})}**"))
+            return (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"**{friendly(e, {path: name})}**")
         session = Session(opened, dict(session.donors))
         canvas = sketch_on_canvas(opened.sketch, side)
         editor_value = {"background": canvas, "layers": [], "composite": canvas}
@@ -511,7 +506,7 @@ def build_app(studio: Studio, title: str = "dfe studio"):
                     session.donors[slot] = studio.donor(path, Path(path).name)
                 except (EditInputError, ValueError) as e:
                     session.donors[slot] = None
-                    return gr.skip(), gr.skip(), status(f"**{friendly(e)}**"), session
+                    return gr.skip(), gr.skip(), f"**{friendly(e)}**", session
             return update(session, value, local, *alpha_values)
 
         return fn
@@ -525,14 +520,14 @@ def build_app(studio: Studio, title: str = "dfe studio"):
 
     def save(session: Session | None, value: Any, local: bool, *alpha_values: float):
         if session is None or session.opened is None:
-            return gr.skip(), status("**Open a photo first.**")
+            return gr.skip(), "**Open a photo first.**"
         try:
             out = studio.render(session.opened, sketch_of(session, value), session.donors, alphas_of(alpha_values),
                                 local=bool(local))
             paths = studio.save(session.opened, out)
         except (EditInputError, ValueError) as e:
-            return gr.skip(), status(f"**{friendly(e)}**")
-        return [str(p) for p in paths], status(f"saved {', '.join(p.name for p in paths)}")
+            return gr.skip(), f"**{friendly(e)}**"
+        return [str(p) for p in paths], f"saved {', '.join(p.name for p in paths)}"
 
     banner = (f"**The models could not be loaded: {studio.problem}**" if studio.problem else
               "Open a photo, then draw on its sketch: black pen draws lines, the white pen paints paper "

@@ -143,7 +143,7 @@ def attribute_cmd(
             vgg = load_vgg19(dev, required=True)
         detector = FaceDetector(cfg["upsample"], cfg["detect_side"])
         req = AttributeRequest(photo, uses, alpha, method, blend, sweep, aligned, cfg["feather"], sketch_out is not None,
-                               dcfg.classic_k, dcfg.classic_iters, dcfg.classic_tv_weight)
+                               dcfg.classic_k, dcfg.classic_iters, dcfg.classic_tv_weight, cfg["compose"])
         result = run_attribute(req, editor, detector if not aligned or method == "classic" else None, vgg)
     except (VectorFileError, EditInputError, FileNotFoundError, ValueError) as e:
         fail(e)

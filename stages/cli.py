@@ -22,6 +22,7 @@ for _name, _fn in [
     ("sketch-report", data.sketch_report),
     ("split", data.split),
     ("components", data.components),
+    ("shifts", data.shifts),
     ("train-sketch-ae", train.train_sketch_ae_cmd),
     ("train-image-encoder", train.train_image_encoder_cmd),
     ("train-local", train.train_local_cmd),

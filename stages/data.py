@@ -164,3 +164,26 @@ def components(
     counts = run_components(man, images, sketches, _manifest(split_dir / "split.csv"), resolution, out)
     contact_sheet(images, sketches, resolution, sheet, n=cfg.sheet_faces)
     report("components", counts | {"resolution": resolution})
+
+
+def shifts(
+    aligned_dir: Path = typer.Option(DATA / "aligned"),
+    split_dir: Path = typer.Option(DATA / "split"),
+    out: Path = typer.Option(DATA / "shifted"),
+    sheet: Path = typer.Option(Path("reports/shifted_faces.png"), help="faces x shifts PNG (a DVC plot)"),
+) -> None:
+    """The val and test faces under the shifts of ordinary photos (colour casts, exposure,
+    side light, backdrop, blur/JPEG, noise, framing), found and aligned again."""
+    from pipeline.core.io import load_npy
+    from pipeline.data.shifts import ShiftsConfig, run_shifts, shift_sheet
+
+    require_inputs({aligned_dir / "manifest.csv": "align", aligned_dir / "transforms.npy": "align",
+                    split_dir / "split.csv": "split"})
+    cfg = config_from("shifts", ShiftsConfig)  # validates: unknown shift names end in one line
+    df = run_shifts(cfg, aligned_dir, split_dir / "split.csv", profile().resolution, out)
+    rejected = pd.read_csv(out / "rejected.csv")
+    if len(df):
+        shift_sheet(load_npy(out / "images.npy"), df, sheet)
+    report("shifts", {"faces": len(df), "rejected": len(rejected),
+                      **{f"{s}_faces": int(n) for s, n in df.groupby("split").size().items()}},
+           rejected["reason"].value_counts().to_dict())

@@ -8,13 +8,15 @@ the command that makes missing weights) and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from pipeline.core.progress import console
+from pipeline.editing.compose import ComposeSettings
 
 from .common import config_from, fail
 
@@ -32,6 +34,8 @@ class EditSettings:
     feather: float
     dtype: str
     sketcher: str
+    render: str
+    compose: ComposeSettings = field(default_factory=ComposeSettings)
 
 
 _DTYPE_HELP = "bf16 | fp32 | auto: bf16 on CUDA, fp32 on CPU (params.yaml: edit.dtype)"
@@ -39,7 +43,33 @@ _DTYPE_HELP = "bf16 | fp32 | auto: bf16 on CUDA, fp32 on CPU (params.yaml: edit.
 
 def _settings(profile: Optional[str], overrides: dict[str, Any]) -> dict[str, Any]:
     """params.yaml `edit:` and `profile` (stages.common.config_from) < the options given."""
-    return asdict(config_from("edit", EditSettings, profile=profile, **overrides))
+    cfg = config_from("edit", EditSettings, profile=profile, **overrides)
+    return {**asdict(cfg), "compose": cfg.compose}
+
+
+def _sketcher(choice: str, models_dir: str) -> tuple[str, str]:
+    """(official | synth, why): `auto` takes the authors' photo-to-sketch generator when imported."""
+    from pipeline.models.editor import photo_to_sketch_path
+
+    if choice not in ("auto", "official", "synth"):
+        fail(f"unknown sketcher {choice!r}; choose official, synth or auto")
+    p2s_path = photo_to_sketch_path(models_dir)
+    if choice == "auto":
+        return ("official", "found") if p2s_path.exists() else ("synth", f"no {p2s_path}")
+    return choice, "chosen"
+
+
+def _own_sketch_fn(choice: str, cfg: dict[str, Any], dev):
+    """AlignedFace -> its editable sketch, drawn by `choice` as `dfe sketch` draws it."""
+    from pipeline.core.config import resolve_dtype
+    from pipeline.data.sketches import SketchesConfig
+    from pipeline.editing.edit import draw_face_sketch
+    from pipeline.models.editor import load_photo_to_sketch
+
+    style = replace(config_from("sketches", SketchesConfig).style, randomize=0.0)
+    p2s = load_photo_to_sketch(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev)) \
+        if choice == "official" else None
+    return lambda face: draw_face_sketch(face, style, dev, p2s)
 
 
 def _parse_parts(items: list[str]) -> dict[str, str]:
@@ -67,6 +97,9 @@ def edit_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face (params.yaml: edit.feather)"),
     dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
+    render: Optional[str] = typer.Option(
+        None, help="compose: the photo keeps the person, only the edit goes in | full: paste the networks' whole render "
+                   "(params.yaml: edit.render; --aligned defaults to full)"),
 ) -> None:
     """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
     from pipeline.editing.edit import EditInputError, EditRequest, FaceDetector, run_edit
@@ -74,17 +107,30 @@ def edit_cmd(
     from pipeline.core.io import save_png
     from pipeline.models.editor import load_editor
 
-    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype})
-    req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"])
+    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype,
+                              "render": render})
+    how = render or ("full" if aligned else cfg["render"])
+    req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"], how)
     try:  # missing weights name the stage that makes them; a profile mismatch says so
         dev = resolve_device(cfg["device"])
         editor = load_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev))
+        own_sketch = None
+        if geometry_sketch is not None and how == "compose":
+            # The photo's own sketch, drawn as the edited one was: the record `dfe sketch` left in it.
+            from pipeline.core.io import png_text
+            from pipeline.editing.edit import SKETCH_RECORD
+
+            record = json.loads(png_text(geometry_sketch).get(SKETCH_RECORD, "{}") or "{}")
+            choice, why = _sketcher(record.get("sketcher", cfg["sketcher"]), cfg["models_dir"])
+            why = "as recorded in the sketch" if "sketcher" in record else f"no record in the sketch: {why}"
+            console.print(f"the photo's own sketch: {choice} ({why})", soft_wrap=True)
+            own_sketch = _own_sketch_fn(choice, cfg, dev)
     except (FileNotFoundError, ValueError) as e:
         fail(e)
     try:
         detector = None if aligned else FaceDetector(cfg["upsample"], cfg["detect_side"])
-        result = run_edit(req, editor, detector)
-    except EditInputError as e:
+        result = run_edit(req, editor, detector, own_sketch, cfg["compose"])
+    except (EditInputError, ValueError) as e:
         fail(e)
     save_png(output, result.image)
     console.print(f"wrote {output} ({result.image.shape[1]}x{result.image.shape[0]})")
@@ -112,12 +158,8 @@ def sketch_cmd(
 
     cfg = _settings(profile, {"device": device, "sketcher": sketcher, "models_dir": models_dir, "dtype": dtype})
     style = replace(config_from("sketches", SketchesConfig).style, randomize=0.0)
-    choice, p2s_path = cfg["sketcher"], photo_to_sketch_path(cfg["models_dir"])
-    if choice not in ("auto", "official", "synth"):
-        fail(f"unknown sketcher {choice!r}; choose official, synth or auto")
-    why = "chosen"
-    if choice == "auto":
-        choice, why = ("official", "found") if p2s_path.exists() else ("synth", f"no {p2s_path}")
+    p2s_path = photo_to_sketch_path(cfg["models_dir"])
+    choice, why = _sketcher(cfg["sketcher"], cfg["models_dir"])
     try:
         dev = resolve_device(cfg["device"])
         p2s = None
@@ -131,5 +173,9 @@ def sketch_cmd(
         sketch = photo_sketch(photo, resolution, style, detector, in_photo_frame, dev, photo_to_sketch=p2s)
     except (EditInputError, FileNotFoundError, ValueError) as e:
         fail(e)
-    save_png(output, sketch)
+    # Recorded in the PNG, so that `dfe edit -s` draws the photo's own sketch the same way.
+    from pipeline.editing.edit import SKETCH_RECORD
+
+    record = {"sketcher": choice, "profile": cfg["profile"], "frame": "photo" if in_photo_frame else "aligned"}
+    save_png(output, sketch, text={SKETCH_RECORD: json.dumps(record)})
     console.print(f"wrote {output} ({sketch.shape[1]}x{sketch.shape[0]})")

@@ -20,6 +20,7 @@ def evaluate_cmd(
     components: Optional[str] = typer.Option(None, help="components dir with test/manifest.csv [default: data/components]"),
     aligned: Optional[str] = typer.Option(None, help="aligned faces dir [default: data/aligned]"),
     sketches: Optional[str] = typer.Option(None, help="dataset sketches .npy [default: data/sketches/sketches.npy]"),
+    shifted: Optional[str] = typer.Option(None, help="shifted faces dir [default: data/shifted]"),
     metrics_path: Optional[str] = typer.Option(None, "--metrics", help="metrics JSON [default: reports/evaluate.json]"),
     plots_dir: Optional[str] = typer.Option(None, "--plots", help="PNG grids [default: reports/evaluate]"),
     split: Optional[str] = typer.Option(None, help="test (reported) | val (for choosing steps, weights, thresholds) (params.yaml: evaluate.split)"),
@@ -33,7 +34,7 @@ def evaluate_cmd(
     from pipeline.evaluation.evaluate import EvalConfig, evaluate
 
     cfg = config_from("evaluate", EvalConfig, profile=profile, models_dir=models_dir, components=components,
-                      aligned=aligned, sketches=sketches, metrics_path=metrics_path, plots_dir=plots_dir,
+                      aligned=aligned, sketches=sketches, shifted=shifted, metrics_path=metrics_path, plots_dir=plots_dir,
                       split=split, max_faces=max_faces, swaps_per_face=swaps_per_face, grid_faces=grid_faces,
                       batch_size=batch_size, device=device)
     require_inputs({Path(cfg.components) / cfg.split / "manifest.csv": "components",
@@ -45,6 +46,7 @@ def evaluate_cmd(
         fail(e)
     print_metrics("evaluate", metrics)
     from pipeline.core.progress import console
-    from pipeline.evaluation.evaluate import null_table_markdown
+    from pipeline.evaluation.evaluate import null_table_markdown, shifted_table_markdown
 
     console.print(null_table_markdown(metrics), markup=False, soft_wrap=True)  # each figure beside its nulls
+    console.print(shifted_table_markdown(metrics), markup=False, soft_wrap=True)  # out of the studio, per shift

@@ -49,7 +49,7 @@ def set_threads(threads: int, profile: str) -> int:
 
 
 def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher: str, upsample: int,
-                detect_side: int, feather: float, faces: Optional[str], vectors: Optional[str]):
+                detect_side: int, feather: float, faces: Optional[str], vectors: Optional[str], compose_settings=None):
     """The Studio of these settings; a problem loading the models becomes its page message."""
     import torch
 
@@ -73,7 +73,8 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     except (FileNotFoundError, ValueError) as e:
         console.print(f"[red]models:[/red] {e}", soft_wrap=True)
         return Studio(problem=f"{e}", faces=face_list)
-    studio = Studio(editor, FaceDetector(upsample, detect_side), style, dev, p2s, feather, faces=face_list)
+    studio = Studio(editor, FaceDetector(upsample, detect_side), style, dev, p2s, feather, faces=face_list,
+                    compose_settings=compose_settings)
     studio.vectors, skipped = find_attribute_vectors(vectors, studio.latent_shapes())
     for line in skipped:
         console.print(f"[yellow]skipped[/yellow] {line}", soft_wrap=True)
@@ -109,7 +110,7 @@ def studio_cmd(
     faces = faces if faces is not None else os.environ.get("DFE_LONDON_DIR")
     vectors = vectors if vectors is not None else ("outputs/dfi" if Path("outputs/dfi").is_dir() else None)
     studio = make_studio(cfg.models_dir, cfg.profile, cfg.device, cfg.dtype, cfg.sketcher, cfg.upsample,
-                         cfg.detect_side, cfg.feather, faces, vectors)
+                         cfg.detect_side, cfg.feather, faces, vectors, cfg.compose)
 
     import gradio as gr
 

@@ -128,3 +128,47 @@ def test_cli_errors_name_the_file(models, photos, tmp_path):
     r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "-p", "ear=x.jpg",
                             "-o", str(tmp_path / "o.png"), *common])
     assert r.exit_code == 2 and "ear=x.jpg" in r.output
+
+
+def test_edit_with_the_photos_own_sketch_gives_back_the_photo_and_a_stroke_changes_only_its_neighbourhood(
+        models, photos, tmp_path):
+    """The composition (the default): `dfe sketch --in-photo-frame` records how it drew the
+    sketch; fed back unedited it returns the photo bit for bit; one stroke changes the photo
+    only near the stroke; `--render full` pastes the networks' whole render instead."""
+    from pipeline.core.io import png_text
+    from pipeline.editing.edit import SKETCH_RECORD
+
+    common = ["--profile", PROFILE, "--models", str(models), "--device", "cpu"]
+    sk = tmp_path / "own.png"
+    r = runner.invoke(app, ["sketch", str(photos["geo"]), "-o", str(sk), "--in-photo-frame", "--profile", PROFILE])
+    assert r.exit_code == 0, r.output
+    assert '"sketcher": "synth"' in png_text(sk)[SKETCH_RECORD]
+    photo = _read(photos["geo"])
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "-s", str(sk),
+                            "-o", str(tmp_path / "same.png"), *common])
+    assert r.exit_code == 0, r.output
+    assert "as recorded in the sketch" in r.output
+    assert np.array_equal(_read(tmp_path / "same.png"), photo)
+
+    drawn = _read(sk).copy()
+    h, w = drawn.shape
+    y, x0, x1 = int(h * 0.62), int(w * 0.44), int(w * 0.56)  # a stroke across the mouth
+    cv2.line(drawn, (x0, y), (x1, y + 6), 0, max(2, w // 200))
+    cv2.imwrite(str(tmp_path / "stroke.png"), drawn)
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "-s", str(tmp_path / "stroke.png"),
+                            "-o", str(tmp_path / "stroke_out.png"), *common])
+    assert r.exit_code == 0, r.output
+    assert "no record in the sketch" in r.output  # cv2 wrote it: the record is gone, the default is said
+    out = _read(tmp_path / "stroke_out.png")
+    changed = np.abs(out.astype(np.int16) - photo).max(axis=2) > 0
+    far = np.ones_like(changed)
+    far[y - int(0.2 * h):y + int(0.2 * h), x0 - int(0.2 * w):x1 + int(0.2 * w)] = False
+    assert not changed[far].any()  # far from the stroke: the photo's own pixels
+
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "-s", str(sk), "--render", "full",
+                            "-o", str(tmp_path / "full.png"), *common])
+    assert r.exit_code == 0, r.output
+    assert (np.abs(_read(tmp_path / "full.png").astype(np.int16) - photo).max(axis=2) > 0).mean() > 0.02
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "--render", "pasted",
+                            "-o", str(tmp_path / "x.png"), *common])
+    assert r.exit_code == 2 and "compose or full" in r.output

@@ -39,13 +39,26 @@ def split(tmp_path_factory, london):
             "row": range(4), "id": [i for _, i in photos], "identity": [i[:3] for _, i in photos],
             "label": [lab for lab, _ in photos], "source_row": rows,
         }))
+    # data/shifted: the test faces under a warm and a cool cast (the `shifts` stage's format)
+    from pipeline.data.shifts import CASTS, colour_cast
+
+    shifted, rows = [], []
+    for name in ("warm", "cool"):
+        for i, (label, id_) in enumerate(PHOTOS):
+            shifted.append(colour_cast(faces[i], CASTS[name], 1.0))
+            rows.append({"id": id_, "identity": id_[:3], "split": "test", "shift": name, "source_row": int(source_row[i]),
+                         "params": "{}", "row": len(rows)})
+    save_npy(root / "shifted" / "images.npy", np.stack(shifted))
+    save_npy(root / "shifted" / "clean.npy", np.concatenate([faces[:4]] * 2))
+    save_npy(root / "shifted" / "landmarks.npy", np.concatenate([lms[:4]] * 2))
+    save_csv(root / "shifted" / "manifest.csv", pd.DataFrame(rows))
     return root, faces[:4]
 
 
 def _cfg(root, tmp_path, **kw) -> EvalConfig:
     return EvalConfig(
         profile=PROFILE, components=str(root / "components"), aligned=str(root / "aligned"),
-        sketches=str(root / "sketches" / "sketches.npy"), metrics_path=str(tmp_path / "evaluate.json"),
+        sketches=str(root / "sketches" / "sketches.npy"), shifted=str(root / "shifted"), metrics_path=str(tmp_path / "evaluate.json"),
         plots_dir=str(tmp_path / "plots"), swaps_per_face=2, grid_faces=3, batch_size=3, device="cpu", **kw)
 
 
@@ -128,7 +141,7 @@ def test_evaluate_writes_metrics_nulls_and_grids(models, split, tmp_path):
 
     for name in PLOT_FILES:
         img = cv2.imread(str(tmp_path / "plots" / name))
-        assert img is not None and img.shape[0] >= 3 * 128, name
+        assert img is not None and img.shape[0] >= (2 if name == "shifted.png" else 3) * 128, name  # shifted: a row per shift
     swaps = cv2.imread(str(tmp_path / "plots" / "swaps.png"))
     assert swaps.shape[1] >= 4 * 128  # geometry column + 3 appearance columns
     pairs = cv2.imread(str(tmp_path / "plots" / "swap_pairs.png"))
@@ -150,6 +163,34 @@ def test_an_editor_that_copies_the_geometry_photo_scores_the_floor(split, tmp_pa
     assert m["lab"]["swap_follows_appearance"] == 0.0
     assert not m["gates"]["swap_takes_appearance_colour"]
     assert m["gates"]["swap_follows_geometry"] and m["gates"]["recon_landmarks_vs_mean_face"]
+
+
+def test_shifted_faces_a_model_that_renders_londons_colour_fails_the_colour_gates(split, tmp_path):
+    """Out of the studio: an editor that keeps every shape but renders the training faces'
+    colours (what a model that only learned London's light does) fails the shifted colour
+    gates; copying the photo carries its colours exactly."""
+    from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
+    from pipeline.editing.blend import match_colour
+    from pipeline.evaluation.evaluate import training_nulls
+
+    root, _ = split
+    cfg = _cfg(root, tmp_path)
+    mean_image = training_nulls(cfg, R).mean_image
+    full = np.ones((R, R), np.float32)
+
+    def london_colour(geo, app):
+        faces = [match_colour(f, mean_image, full) for f in tensor_to_faces(geo)]
+        return faces_to_tensor(np.stack(faces), geo.device)
+
+    m = evaluate(cfg, editor=StandInEditor(london_colour))
+    pooled = m["shifted"]["pooled"]
+    assert m["shifted"]["n"] == 8 and set(m["shifted"]["per_shift"]) == {"warm", "cool"}
+    assert pooled["recon_colour_error"] > pooled["clean_vs_shifted_colour"] * 0.5
+    assert not m["gates"]["shifted_swap_takes_appearance_colour"]
+    copy = evaluate(cfg, editor=StandInEditor(lambda geo, app: geo))
+    assert copy["shifted"]["pooled"]["recon_colour_error"] == pytest.approx(0.0, abs=1e-6)
+    assert copy["gates"]["shifted_colour_carried"] and copy["gates"]["shifted_swap_follows_geometry"]
+    assert not copy["gates"]["shifted_swap_takes_appearance_colour"]  # a copy keeps the geometry photo's light
 
 
 def test_the_val_split_is_evaluated_when_asked(split, tmp_path):
@@ -210,13 +251,17 @@ def test_gates_fail_on_missing_figures():
 
     passing = {"identity": {"recon_same_person": 0.7}, "lab": {"swap_follows_appearance": 0.95},
                "ratios": {"drawing_over_own": 0.5, "recon_over_mean_face": 0.5, "swap_over_ignores_geometry": 0.5, "swap_over_mean_face": 0.6,
-                          "swap_appearance_over_geometry": 1.5, "sketch_over_mean_sketch": 2.0}}
+                          "swap_appearance_over_geometry": 1.5, "sketch_over_mean_sketch": 2.0},
+               "shifted": {"psnr_drop": 0.5, "pooled": {"recon_colour_over_shift": 0.8, "swap_follows_appearance": 0.95,
+                                                        "swap_over_ignores_geometry": 0.6}}}
     assert all(gates(passing).values())
     broken = json.loads(json.dumps(passing))
     broken["identity"]["recon_same_person"] = None  # NaN in the JSON (no face found)
     del broken["ratios"]["sketch_over_mean_sketch"]
+    del broken["shifted"]  # no shifted faces measured
     g = gates(broken)
     assert not g["recon_same_person"] and not g["decoded_sketch_beats_mean_sketch"]
+    assert not any(v for k, v in g.items() if k.startswith("shifted_"))
     assert g["swap_follows_geometry"]
 
 

@@ -117,6 +117,7 @@ def test_a_stroke_changes_the_face_where_it_is(studio, photos):
     opened = studio.open(photos["face"])
     before = studio.render(opened)
     assert before.photo.shape == opened.face.photo.shape and before.face.shape == (R, R, 3)
+    assert np.array_equal(before.photo, opened.face.photo)  # nothing drawn: the photo itself (editing.compose)
     sketch = sketch_from_layers(opened.sketch, [_stroke_layer(canvas_size(R))])
     after = studio.render(opened, sketch)
     d = np.abs(after.face.astype(np.int32) - before.face.astype(np.int32)).sum(axis=2)

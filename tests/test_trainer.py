@@ -97,10 +97,10 @@ def test_eyes_are_never_flipped_symmetric_parts_are():
     cfg = AugmentConfig(affine_p=0.0, jitter_p=0.0, hflip=True)
     x = _blob_image(16, 32)
     torch.manual_seed(0)
-    eye = Augmenter(cfg, "eye1").photo(x.clone())
-    assert torch.equal(eye, x)
+    eye, eye_target = Augmenter(cfg, "eye1").photo(x.clone())
+    assert torch.equal(eye, x) and eye_target is eye  # no PhotoShift: the target is the input
     torch.manual_seed(0)
-    mouth = Augmenter(cfg, "mouth").photo(x.clone())
+    mouth, _ = Augmenter(cfg, "mouth").photo(x.clone())
     flipped = [bool(torch.equal(m, xi.flip(-1))) for m, xi in zip(mouth, x)]
     kept = [bool(torch.equal(m, xi)) for m, xi in zip(mouth, x)]
     assert any(flipped) and any(kept) and all(f or k for f, k in zip(flipped, kept))
@@ -123,7 +123,61 @@ def test_photometric_only_on_photos_and_shared_per_face():
 def test_disabled_augmentation_is_identity():
     aug = Augmenter(AugmentConfig(enabled=False), "bg")
     x = torch.rand(2, 3, 16, 16)
-    assert aug.photo(x) is x and aug.sketch(x) is x
+    inp, target = aug.photo(x)
+    assert inp is x and target is x and aug.sketch(x) is x
+
+
+def _shift_cfg(**kw) -> AugmentConfig:
+    base = dict(affine_p=0.0, hflip=False, jitter_p=0.0)
+    return AugmentConfig(**{**base, **kw})
+
+
+def test_photo_shift_light_on_input_and_target_camera_on_input_only():
+    """Casts, exposure and side light reach the reconstruction target too (the model must
+    carry them); blur and noise only the network input; sketches are never shifted."""
+    photo = torch.rand(6, 3, 32, 32) * 1.6 - 0.8
+    torch.manual_seed(0)
+    light_only = Augmenter(_shift_cfg(cast_p=1.0, exposure_p=1.0, ramp_p=1.0), "bg")
+    inp, target = light_only.photo(photo.clone())
+    assert torch.equal(inp, target) and not torch.allclose(target, photo, atol=0.05)
+    torch.manual_seed(0)
+    camera = Augmenter(_shift_cfg(blur_p=1.0, noise_p=1.0), "bg")
+    inp, target = camera.photo(photo.clone())
+    torch.testing.assert_close(target, photo, atol=1e-5, rtol=0)  # no light drawn: target = photo
+    assert (inp - target).abs().mean() > 0.01
+    sketch = _blob_image(6, 32)
+    p2, s2 = Augmenter(_shift_cfg(cast_p=1.0, noise_p=1.0), "nose").pair(photo.clone(), sketch.clone())
+    assert torch.equal(s2, sketch) and not torch.allclose(p2, photo, atol=0.05)
+
+
+def test_photo_shift_components_do_what_they_say():
+    from pipeline.data.augment import PhotoShift
+
+    shift = PhotoShift(_shift_cfg())
+    grey = torch.zeros(2, 3, 16, 16)  # mid grey in [-1, 1]
+    neutral = {"gains": torch.ones(2, 3), "stops": torch.zeros(2), "gamma": torch.ones(2), "ramp": torch.zeros(2),
+               "angle": torch.zeros(2), "blur": torch.zeros(2), "noise": torch.zeros(2), "noise_seed": torch.zeros(1)}
+    torch.testing.assert_close(shift.light(grey, neutral), grey, atol=1e-4, rtol=0)
+    warm = shift.light(grey, {**neutral, "gains": torch.tensor([[1.3, 1.0, 0.78]] * 2)})
+    assert (warm[:, 0] > grey[:, 0] + 0.05).all() and (warm[:, 2] < grey[:, 2] - 0.05).all()
+    dark = shift.light(grey, {**neutral, "stops": torch.tensor([-1.0, -1.0])})
+    assert (dark < grey - 0.1).all()
+    side = shift.light(grey, {**neutral, "ramp": torch.tensor([0.5, 0.5])})  # angle 0: brighter to the right
+    assert (side[..., -1] > side[..., 0] + 0.1).all()
+    edge = torch.zeros(2, 3, 16, 16)
+    edge[..., 8:] = 1.0
+    blurred = shift.degrade(edge, {**neutral, "blur": torch.tensor([2.0, 0.0])})
+    assert 0.05 < blurred[0, 0, 0, 7] < 0.95 and torch.equal(blurred[1], edge[1])  # sigma 0: untouched
+
+
+def test_photo_shift_repeats_with_the_seed():
+    photo = torch.rand(4, 3, 16, 16) * 2 - 1
+    cfg = _shift_cfg(cast_p=0.5, exposure_p=0.5, ramp_p=0.5, blur_p=0.5, noise_p=0.5)
+    torch.manual_seed(3)
+    a = Augmenter(cfg, "mouth").photo(photo.clone())
+    torch.manual_seed(3)
+    b = Augmenter(cfg, "mouth").photo(photo.clone())
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
 
 
 def test_config_validation_and_paths():

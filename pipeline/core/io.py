@@ -95,10 +95,11 @@ def save_csv(path: str | os.PathLike, df) -> None:
         df.to_csv(tmp, index=False)
 
 
-def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
+def save_png(path: str | os.PathLike, img: np.ndarray, text: dict[str, str] | None = None) -> None:
     """Write a uint8 RGB (H,W,3), RGBA (H,W,4) or gray (H,W) image as PNG, atomically.
 
-    The PNG is encoded in memory first, so an encoding failure never touches `path`."""
+    The PNG is encoded in memory first, so an encoding failure never touches `path`. `text`
+    adds tEXt chunks (Latin-1 keys and values; `png_text` reads them back)."""
     import cv2
 
     img = np.asarray(img)
@@ -115,7 +116,29 @@ def save_png(path: str | os.PathLike, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(img))
     if not ok:
         raise OSError(f"PNG encoding failed for {path}")
-    save_bytes(path, buf.tobytes())
+    data = buf.tobytes()
+    if text:
+        import struct
+        import zlib
+
+        chunks = b""
+        for key, value in text.items():
+            body = b"tEXt" + key.encode("latin-1") + b"\0" + value.encode("latin-1")
+            chunks += struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+        end_of_header = 8 + 4 + 4 + 13 + 4  # signature, then the IHDR chunk (length, type, 13 bytes, CRC)
+        data = data[:end_of_header] + chunks + data[end_of_header:]
+    save_bytes(path, data)
+
+
+def png_text(path: str | os.PathLike) -> dict[str, str]:
+    """The tEXt chunks of a PNG ({} for other files or none)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return dict(getattr(im, "text", {}) or {}) if im.format == "PNG" else {}
+    except (OSError, ValueError):
+        return {}
 
 
 class ImageDecodeError(ValueError):

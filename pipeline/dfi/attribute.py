@@ -3,7 +3,8 @@
 A photo of any size is decoded, its face found and aligned (as `dfe edit` does), edited along
 one or more attribute vectors, and put back into the photo's own frame inside the inner-face
 mask of `dfe edit`: by default only the change (edit minus the unedited output, added to the
-photo at its own resolution: `editing.edit.paste_change`), so at alpha 0 the photo comes back
+photo at its own resolution by the one composition step, `editing.compose`, through
+`editing.edit.paste_change`: the photo's own pixels move as the renders move), so at alpha 0 the photo comes back
 unchanged and its detail and identity stay where the attribute leaves the face alone; with
 blend "face", the edited face's pixels with the colour match of `dfe edit` (`paste_edited`).
 On the London val identities with the small CPU models, "face" kept dlib's same-person verdict
@@ -28,6 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import cv2
 import numpy as np
@@ -150,6 +152,7 @@ class AttributeRequest:
     k: int = 10  # classic: neighbours per side
     iters: int = 50  # classic: L-BFGS iterations
     tv_weight: float = 5e-10  # classic: TV prior, official 0-255 scale
+    compose: Any = None  # editing.compose.ComposeSettings of the "change" blend (None: the defaults)
 
 
 @dataclass
@@ -245,7 +248,7 @@ def run_attribute(req: AttributeRequest, editor, detector, vgg=None) -> Attribut
     t2 = time.perf_counter()
 
     if req.blend == "change":
-        shown = [paste_change(target, e, reference, req.feather) for e in edits]
+        shown = [paste_change(target, e, reference, req.feather, req.compose) for e in edits]
     elif target.landmarks is None:
         shown = list(edits)
     else:

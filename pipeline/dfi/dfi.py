@@ -249,17 +249,17 @@ def fast_dfi(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> Fas
 
 def change_blend(faces: np.ndarray, recon: np.ndarray, edits: np.ndarray, landmarks: np.ndarray,
                  feather: float = 0.06) -> np.ndarray:
-    """(N,A,R,R,3) uint8: each aligned photo plus what each edit changed (edit - its
-    reconstruction) inside the photo's inner-face mask: `dfe attribute`'s default paste-back
-    (`editing.edit.paste_change`) in the aligned frame."""
-    from pipeline.editing.blend import inner_face_mask
+    """(N,A,R,R,3) uint8: each aligned photo with each edit composed into it (editing.compose,
+    the reconstruction as the unedited render, inside the inner-face mask): `dfe attribute`'s
+    default (`editing.edit.paste_change`) in the aligned frame."""
+    from pipeline.editing.edit import AlignedFace, paste_change
 
-    r = faces.shape[1]
+    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
     out = np.empty_like(edits)
     for i in range(len(faces)):
-        mask = inner_face_mask(landmarks[i], r, feather=feather)[None, ..., None]
-        diff = edits[i].astype(np.float32) - recon[i].astype(np.float32)[None]
-        out[i] = np.clip(faces[i].astype(np.float32)[None] + mask * diff + 0.5, 0, 255).astype(np.uint8)
+        target = AlignedFace(faces[i], faces[i], identity, landmarks[i])
+        for k in range(edits.shape[1]):
+            out[i, k] = paste_change(target, edits[i, k], recon[i], feather)
     return out
 
 

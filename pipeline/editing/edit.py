@@ -148,6 +148,9 @@ def edit_aligned(
     return tensor_to_faces(editor.render(geometry, codes))[0]
 
 
+SKETCH_RECORD = "dfe:sketch"  # PNG tEXt key: how `dfe sketch` drew a sketch (sketcher, profile, frame)
+
+
 @dataclass
 class EditRequest:
     geometry: str  # photo (or, with aligned=True, a photo or sketch) whose frame the output keeps
@@ -156,6 +159,7 @@ class EditRequest:
     geometry_sketch: str | None = None  # in the geometry photo's frame, or aligned with aligned=True
     aligned: bool = False  # inputs are aligned crops; the output is the aligned face
     feather: float = 0.06
+    render: str = "compose"  # compose: only the edit goes into the photo (editing.compose) | full: the whole render
 
 
 @dataclass
@@ -165,9 +169,17 @@ class EditResult:
     transform: np.ndarray  # (2,3) photo -> aligned
 
 
-def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditResult:
-    """Decode, align, edit and paste back. `detector` may be None only with req.aligned."""
+def run_edit(req: EditRequest, editor, detector: FaceDetector | None, own_sketch=None, settings=None) -> EditResult:
+    """Decode, align, edit and put the edit into the photo. `detector` may be None only with
+    req.aligned. With req.render "compose" (the default) the photo carries the person
+    (editing.compose): a geometry sketch is compared with the photo's own sketch, drawn by
+    `own_sketch(AlignedFace) -> (R,R) uint8` as `dfe sketch` draws it; "full" pastes the
+    network's whole render."""
+    from pipeline.editing.compose import RENDERS, ComposeSettings
+
     r = editor.profile.resolution
+    if req.render not in RENDERS:
+        raise ValueError(f"unknown render {req.render!r}; choose {' or '.join(RENDERS)}")
     if not req.aligned and detector is None:
         raise ValueError("a FaceDetector is needed unless the inputs are aligned")
     det = None if req.aligned else detector
@@ -195,14 +207,52 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None) -> EditRes
             m = target.transform if not req.aligned else align_image(drawn, r, None, req.geometry_sketch).transform
             sketch = warp_sketch(drawn, m, r)
 
-    app = align_image(read_image(req.appearance), r, det, req.appearance).face
+    own_colours = Path(req.appearance).resolve() == Path(req.geometry).resolve() and not req.part_appearance
+    app = target.face if own_colours and target is not None else \
+        align_image(read_image(req.appearance), r, det, req.appearance).face
     parts = {p: align_image(read_image(path), r, det, path).face for p, path in req.part_appearance.items()}
     out = edit_aligned(editor, app, None if target is None else target.face, sketch, parts)
-    if req.aligned or target is None:
-        m = np.array([[1.0, 0, 0], [0, 1.0, 0]]) if target is None else target.transform
-        return EditResult(out, out, m)
-    own_colours = Path(req.appearance).resolve() == Path(req.geometry).resolve() and not req.part_appearance
-    return EditResult(paste_edited(target, out, req.feather, own_colours), out, target.transform)
+    if target is None:  # an aligned sketch alone: there is no photo to keep
+        return EditResult(out, out, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+    if req.render == "full":
+        if req.aligned:
+            return EditResult(out, out, target.transform)
+        return EditResult(paste_edited(target, out, req.feather, own_colours), out, target.transform)
+    s0 = None
+    if sketch is not None:
+        if target.landmarks is None:
+            raise EditInputError("composing a sketch edit of an aligned input needs its landmarks: "
+                                 "give the photo without --aligned, or pass --render full")
+        if own_sketch is None:
+            raise ValueError("composing a sketch edit needs the photo's own sketch (own_sketch)")
+        s0 = own_sketch(target)
+        if not req.aligned:  # through the photo's frame and back, as the drawn sketch came
+            s0 = warp_sketch(sketch_to_photo_frame(s0, target.transform, target.photo.shape[:2]), target.transform, r)
+    image = compose_edit(editor, target, out, sketch, s0, None if own_colours else (app, parts),
+                         settings or ComposeSettings(), req.feather)
+    return EditResult(image, out, target.transform)
+
+
+def compose_edit(editor, target: AlignedFace, edited: np.ndarray, sketch: np.ndarray | None, own_sketch: np.ndarray | None,
+                 appearance: tuple[np.ndarray, dict[str, np.ndarray]] | None, settings, feather: float = 0.06) -> np.ndarray:
+    """`edit_aligned`'s result put into the photo by editing.compose: the geometry change from
+    the photo's own sketch to `sketch` (when given), then the appearance change to `appearance`
+    ((all-part face, per-part faces), None: the photo's own)."""
+    from pipeline.editing.blend import inner_face_mask
+    from pipeline.editing.compose import compose
+
+    r = editor.profile.resolution
+    geometry = sketches = changes = None
+    own = target.face
+    if sketch is not None:
+        r0, r1 = edit_aligned(editor, own, geometry_sketch=own_sketch), edit_aligned(editor, own, geometry_sketch=sketch)
+        geometry, sketches = (r0, r1), (own_sketch, sketch)
+        changes = (r1, edited) if appearance is not None else None
+    elif appearance is not None:
+        changes = (edit_aligned(editor, own, geometry_photo=own), edited)
+    mask = np.ones((r, r), np.float32) if target.landmarks is None else inner_face_mask(target.landmarks, r, feather)
+    return compose(target.photo, target.transform, geometry=geometry, sketches=sketches, appearance=changes,
+                   inner_mask=mask, settings=settings)
 
 
 def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06, own_colours: bool = True) -> np.ndarray:
@@ -219,24 +269,21 @@ def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06,
     return paste_back(target.photo, shown, target.transform, mask=mask, feather=0.0)
 
 
-def paste_change(target: AlignedFace, edited: np.ndarray, reference: np.ndarray, feather: float = 0.06) -> np.ndarray:
-    """Only what an edit changed, at the photo's own resolution: photo + mask x (edited -
-    reference), the difference (R,R,3) warped into the photo's frame and added inside the
-    inner-face mask. `reference` is the unedited output (the reconstruction), so an edit that
-    changes nothing returns the photo itself, and the photo's own detail (and identity) stays
-    wherever the edit leaves the face alone. Aligned inputs (no landmarks): the aligned face
-    plus the difference, everywhere."""
-    diff = edited.astype(np.float32) - reference.astype(np.float32)
-    if target.landmarks is None:
-        return np.clip(target.face.astype(np.float32) + diff + 0.5, 0, 255).astype(np.uint8)
+def paste_change(target: AlignedFace, edited: np.ndarray, reference: np.ndarray, feather: float = 0.06,
+                 settings=None) -> np.ndarray:
+    """An edit without sketches (an attribute) put into the photo by editing.compose:
+    `reference` is the unedited output (the reconstruction) and `edited` the edit's; the
+    photo's own pixels move as the renders move, and what the move does not explain is
+    added, inside the inner-face mask. An edit that changes nothing returns the photo itself.
+    Aligned inputs (no landmarks): the aligned face, everywhere."""
     from pipeline.editing.blend import inner_face_mask
+    from pipeline.editing.compose import ComposeSettings, compose
 
-    mask = inner_face_mask(target.landmarks, edited.shape[0], feather=feather)
-    h, w = target.photo.shape[:2]
-    inv = cv2.invertAffineTransform(target.transform)
-    diff = cv2.warpAffine(diff, inv, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    alpha = cv2.warpAffine(mask, inv, (w, h), flags=cv2.INTER_LINEAR, borderValue=0.0)[..., None]
-    return np.clip(target.photo.astype(np.float32) + alpha * diff + 0.5, 0, 255).astype(np.uint8)
+    settings = settings or ComposeSettings()
+    if target.landmarks is None:
+        return compose(target.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]), geometry=(reference, edited), settings=settings)
+    within = inner_face_mask(target.landmarks, edited.shape[0], feather=feather)
+    return compose(target.photo, target.transform, geometry=(reference, edited), within=within, settings=settings)
 
 
 def photo_sketch(
@@ -251,18 +298,25 @@ def photo_sketch(
     see on average).
     """
     face = align_image(read_image(path), resolution, detector, path)
+    sketch = draw_face_sketch(face, style, device, photo_to_sketch)
+    if not in_photo_frame:
+        return sketch
+    return sketch_to_photo_frame(sketch, face.transform, face.photo.shape[:2])
+
+
+def draw_face_sketch(face: AlignedFace, style, device: torch.device | str = "cpu",
+                     photo_to_sketch: torch.nn.Module | None = None) -> np.ndarray:
+    """An aligned face's editable sketch (R,R) uint8: by the authors' photo-to-sketch generator
+    when given, else by our synthesis in `style` (randomize=0: the fixed look). `dfe sketch`,
+    `dfe edit -s` (the photo's own sketch to compare with) and the studio draw it here."""
     if photo_to_sketch is not None:
         from pipeline.core.tensors import faces_to_tensor
         from pipeline.core.viz import to_uint8
         from pipeline.models.editor import sketch_of_face
 
         x = faces_to_tensor(face.face[None], next(photo_to_sketch.parameters()).device)
-        sketch = to_uint8(sketch_of_face(photo_to_sketch, x))[0]  # rounded to nearest
-    else:
-        from pipeline.data.sketch.synthesis import synthesize_sketches
+        return to_uint8(sketch_of_face(photo_to_sketch, x))[0]  # rounded to nearest
+    from pipeline.data.sketch.synthesis import synthesize_sketches
 
-        sketch = synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), style, seed=0,
-                                     device=device)[0]
-    if not in_photo_frame:
-        return sketch
-    return sketch_to_photo_frame(sketch, face.transform, face.photo.shape[:2])
+    return synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), style, seed=0,
+                               device=device)[0]

@@ -5,12 +5,13 @@ A person opens a photo; its face is found and aligned, and its editable sketch i
 photo-to-sketch generator when it was imported). They draw on that sketch; every change runs
 `Studio.render`: E_sketch on the edited sketch, the appearance codes of each part (the
 photo's own, one photo for every part, or one photo per part group: eyes, nose, mouth, rest),
-optional attribute steps along DFI vectors, one render, then the colour match and paste-back
-of `dfe edit` into the photo's own frame. A donor's codes are computed once, when it is
-chosen; an update runs only the sketch encoders, the generators and the fusion net. By
-default a stroke changes the face only near itself (`Studio.render(local=True)`): elsewhere
-the face stays the render of the photo's own sketch, which the networks' instance norms
-would otherwise shift a little with every stroke.
+optional attribute steps along DFI vectors, then the edit goes into the photo's own frame by
+the composition of `dfe edit` (editing.compose): the photo's own pixels move as the strokes
+move the face, what a move cannot explain is added near the strokes, another photo's
+appearance comes in as a colour change, and everywhere else the photo stays itself. A
+donor's codes are computed once, when it is chosen; an update runs only the sketch encoders,
+the generators and the fusion net. Unticking "Change the face only near my strokes"
+(`Studio.render(local=False)`) shows the networks' whole render instead.
 
 Everything here runs without a browser (tests/test_studio.py); `build_app` wraps it in a
 Gradio page and imports gradio only there (`pip install -e ".[studio]"`).
@@ -157,6 +158,28 @@ class Rendered:
     region: np.ndarray | None  # (R,R) float32: where the strokes' render was blended in (None: everywhere)
     model_seconds: float  # encoders + render (0 when nothing had to be run)
     seconds: float  # the whole step
+    recipe: "Composition | None" = None  # how the edit goes into a photo (None: the whole render was pasted)
+
+
+@dataclass
+class Composition:
+    """One studio edit as editing.compose takes it, to apply at any size of the photo."""
+
+    g0: np.ndarray  # (R,R,3) render of the photo's own sketch and appearance
+    g1: np.ndarray  # ... of the edited sketch (and attributes), the photo's appearance
+    a1: np.ndarray | None  # ... of the same with the donors' appearance (None: no donor)
+    sketches: tuple[np.ndarray, np.ndarray] | None  # (own, edited) when strokes alone moved the face
+    mask: np.ndarray  # (R,R) inner-face mask
+    settings: Any
+
+    def apply(self, photo: np.ndarray, transform: np.ndarray) -> np.ndarray:
+        from pipeline.editing.compose import compose
+
+        geometry = None if self.g1 is self.g0 else (self.g0, self.g1)
+        appearance = None if self.a1 is None else (self.g1, self.a1)
+        within = self.mask if geometry is not None and self.sketches is None else None  # attributes: the inner face
+        return compose(photo, transform, geometry=geometry, sketches=self.sketches, appearance=appearance,
+                       inner_mask=self.mask, within=within, settings=self.settings)
 
 
 def friendly(error: BaseException, names: Mapping[str, str] | None = None) -> str:
@@ -185,8 +208,10 @@ class Studio:
         self, editor=None, detector: FaceDetector | None = None, style=None, device: torch.device | str = "cpu",
         photo_to_sketch: torch.nn.Module | None = None, feather: float = 0.06,
         vectors: Sequence[AttributeVector] = (), problem: str | None = None, faces: Sequence[Path] = (),
-        out_dir: str | Path | None = None, reach: float = 0.08,
+        out_dir: str | Path | None = None, reach: float = 0.08, compose_settings=None,
     ) -> None:
+        from pipeline.editing.compose import ComposeSettings
+
         if editor is None and problem is None:
             raise ValueError("a Studio needs an editor or a problem to show")
         self.editor, self.detector, self.style = editor, detector, style
@@ -194,7 +219,8 @@ class Studio:
         self.photo_to_sketch, self.feather = photo_to_sketch, feather
         self.vectors = list(vectors)
         self.problem = problem
-        self.reach = reach  # local edits: how far from a stroke its render is blended in, x R
+        self.reach = reach  # how far around a stroke `Rendered.region` marks the edit, x R
+        self.compose_settings = compose_settings or ComposeSettings()  # params.yaml edit.compose
         self.faces = list(faces)  # photos a person may pick instead of uploading
         self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="dfe-studio-"))
 
@@ -221,17 +247,9 @@ class Studio:
     # -- the steps
     def face_sketch(self, face: AlignedFace) -> np.ndarray:
         """The aligned face's editable sketch (R,R) uint8, drawn as `dfe sketch` draws it."""
-        if self.photo_to_sketch is not None:
-            from pipeline.core.tensors import faces_to_tensor
-            from pipeline.core.viz import to_uint8
-            from pipeline.models.editor import sketch_of_face
+        from pipeline.editing.edit import draw_face_sketch
 
-            x = faces_to_tensor(face.face[None], next(self.photo_to_sketch.parameters()).device)
-            return to_uint8(sketch_of_face(self.photo_to_sketch, x))[0]
-        from pipeline.data.sketch.synthesis import synthesize_sketches
-
-        return synthesize_sketches(face.face[None], face.landmarks[None].astype(np.float32), self.style, seed=0,
-                                   device=self.device)[0]
+        return draw_face_sketch(face, self.style, self.device, self.photo_to_sketch)
 
     def _codes(self, face: np.ndarray) -> dict[str, torch.Tensor]:
         from pipeline.core.tensors import faces_to_tensor
@@ -300,14 +318,14 @@ class Studio:
     ) -> Rendered:
         """The edit of `opened` with geometry from `sketch` ((R,R) uint8; default its own),
         appearance from `donors` (slot -> Donor) and attribute steps `alphas` (vector name ->
-        alpha), colour-matched as `dfe edit` does and pasted into the photo (shrunk to fit
-        `paste_side`; None: full size) unless paste=False.
+        alpha), put into the photo (shrunk to fit `paste_side`; None: full size) unless
+        paste=False.
 
-        local=True keeps the face away from the strokes as it was: the render of the photo's
-        own sketch (same appearance and attributes) everywhere but `stroke_region` of the
-        pixels where `sketch` differs from it, where the new render is blended in. The
-        networks' instance norms otherwise let any stroke shift the whole face a little.
-        local=False shows the new render everywhere, as `dfe edit --geometry-sketch`."""
+        local=True (the default) composes the edit into the photo as `dfe edit` does
+        (editing.compose): the photo's own pixels move as the strokes move the face, what a
+        move cannot explain is added only near the strokes, another photo's appearance comes
+        in as a colour change, and where nothing was edited the photo stays itself.
+        local=False shows the networks' whole new render, as `dfe edit --render full`."""
         from pipeline.data.align import paste_back
         from pipeline.editing.blend import match_colour
 
@@ -324,41 +342,39 @@ class Studio:
         if missing:
             raise ValueError(f"unknown attribute vectors {missing}; loaded: {sorted(by_name)}")
         steps = [(by_name[n], float(a)) for n, a in sorted((alphas or {}).items()) if a]
-
-        # dfe edit's colour match: the photo's own colours in full while the face's skin (the
-        # `rest`) is its own, and only its light once another photo gives the skin (that
-        # photo's colours are the point of the edit). A donor for eyes, nose or mouth alone
-        # keeps the photo's colours (dfe edit matches only the light for any donor).
-        foreign_skin = any(s in donors for s in (ALL, "rest"))
-
-        def matched(face: np.ndarray) -> np.ndarray:
-            return match_colour(face, opened.face.face, opened.mask, lightness_only=foreign_skin)
-
-        model_seconds = 0.0
-        key = (tuple((k, id(v)) for k, v in sorted(donors.items())), tuple((v.name, a) for v, a in steps))
         changed = np.abs(sketch.astype(np.int16) - opened.sketch.astype(np.int16)) > 8
-        region = None
-        if local or not changed.any():
-            if opened.base is None or opened.base[0] != key:
-                t = time.perf_counter()
-                opened.base = (key, matched(self._forward(opened.sketch, codes, steps)))
-                model_seconds += time.perf_counter() - t
-            out = opened.base[1]
-        if changed.any():
+        model_seconds = 0.0
+
+        def forward(sk: np.ndarray, c, st) -> np.ndarray:
+            nonlocal model_seconds
             t = time.perf_counter()
-            new = self._forward(sketch, codes, steps)
+            out = self._forward(sk, c, st)
             model_seconds += time.perf_counter() - t
-            if local:
-                region = self.stroke_region(changed)
-                blend = out.astype(np.float32) * (1 - region[..., None]) + matched(new).astype(np.float32) * region[..., None]
-                out = np.clip(blend + 0.5, 0, 255).astype(np.uint8)
-            else:
-                out = matched(new)
-        photo = None
-        if paste:
-            target, m = opened.photo_at(paste_side)
-            photo = paste_back(target, out, m, mask=opened.mask, feather=0.0)
-        return Rendered(out, photo, sketch, region, model_seconds, time.perf_counter() - t0)
+            return out
+
+        if not local:  # the whole render, colour-matched as `dfe edit --render full` pastes it
+            foreign_skin = any(s in donors for s in (ALL, "rest"))
+            face = match_colour(forward(sketch, codes, steps), opened.face.face, opened.mask, lightness_only=foreign_skin)
+            photo = None
+            if paste:
+                target, m = opened.photo_at(paste_side)
+                photo = paste_back(target, face, m, mask=opened.mask, feather=0.0)
+            return Rendered(face, photo, sketch, None, model_seconds, time.perf_counter() - t0)
+
+        # The renders the composition compares: the photo's own sketch and appearance (cached:
+        # it never changes), the edited geometry and attributes with the photo's appearance,
+        # and the same with the donors' appearance.
+        if opened.base is None:
+            opened.base = ("own", forward(opened.sketch, opened.codes, []))
+        g0 = opened.base[1]
+        g1 = g0 if not (changed.any() or steps) else forward(sketch, opened.codes, steps)
+        a1 = forward(sketch, codes, steps) if donors else None
+        recipe = Composition(g0, g1, a1, (opened.sketch, sketch) if changed.any() and not steps else None,
+                             opened.mask, self.compose_settings)
+        face = recipe.apply(opened.face.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
+        photo = recipe.apply(*opened.photo_at(paste_side)) if paste else None
+        region = self.stroke_region(changed) if changed.any() else None
+        return Rendered(face, photo, sketch, region, model_seconds, time.perf_counter() - t0, recipe)
 
     def save(self, opened: OpenedPhoto, rendered: Rendered) -> list[Path]:
         """The result PNGs for download: the edited photo, the edited sketch (aligned) and the
@@ -370,8 +386,9 @@ class Studio:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opened.name).stem) or "photo"
         folder = Path(tempfile.mkdtemp(prefix="result-", dir=self.out_dir))
         photo = rendered.photo
-        if photo is None or photo.shape != opened.face.photo.shape:
-            photo = paste_back(opened.face.photo, rendered.face, opened.face.transform, mask=opened.mask, feather=0.0)
+        if photo is None or photo.shape != opened.face.photo.shape:  # the edit again, at the photo's full size
+            photo = rendered.recipe.apply(opened.face.photo, opened.face.transform) if rendered.recipe is not None else \
+                paste_back(opened.face.photo, rendered.face, opened.face.transform, mask=opened.mask, feather=0.0)
         paths = [folder / f"{stem}_edited.png", folder / f"{stem}_sketch.png", folder / f"{stem}_sketch_in_photo.png"]
         save_png(paths[0], photo)
         save_png(paths[1], rendered.sketch)

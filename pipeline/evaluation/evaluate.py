@@ -30,7 +30,7 @@ from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 from pipeline.data.landmarks import detect_landmarks
 from pipeline.models.editor import encode
 
-PLOT_FILES = ("reconstructions.png", "swaps.png", "swap_pairs.png", "sketches.png", "line_drawings.png")
+PLOT_FILES = ("reconstructions.png", "swaps.png", "swap_pairs.png", "sketches.png", "line_drawings.png", "shifted.png", "edits.png")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class EvalConfig:
     components: str = "data/components"  # test manifest: rows of the split, `source_row` into aligned
     aligned: str = "data/aligned"  # images.npy (N,R,R,3), landmarks.npy (N,68,2) aligned px
     sketches: str = "data/sketches/sketches.npy"  # (N,R,R) dataset sketches, same rows as aligned
+    shifted: str = "data/shifted"  # the `shifts` stage: the split's faces under real photos' shifts
+    photo_side: int = 512  # edits are composed into the faces re-aligned from their photos at this size
     models_dir: str = "models"
     metrics_path: str = "reports/evaluate.json"
     plots_dir: str = "reports/evaluate"
@@ -187,6 +189,33 @@ class Nulls:
     mean_face: np.ndarray  # (68,2) aligned px: mean training landmarks
     mean_image: np.ndarray  # (R,R,3) uint8: mean training photo
     mean_sketch: np.ndarray | None  # (R,R) uint8: mean training sketch
+
+
+def _source_rows(cfg: EvalConfig, split: str) -> np.ndarray:
+    """Rows in data/aligned of the split's faces (as load_test_set reads them)."""
+    manifest = pd.read_csv(Path(cfg.components) / split / "manifest.csv")
+    if cfg.max_faces > 0:
+        manifest = manifest.iloc[: cfg.max_faces]
+    return manifest["source_row"].to_numpy(dtype=np.int64)
+
+
+def _editable_style():
+    """The sketch style `dfe sketch` draws a photo's editable sketch in (params.yaml sketches.style, fixed look)."""
+    from dataclasses import replace
+
+    from pipeline.core.config import load_params
+    from pipeline.data.sketch.draw import SketchStyle
+
+    style = (load_params().get("sketches") or {}).get("style") or {}
+    return replace(SketchStyle(**style), randomize=0.0)
+
+
+def _compose_settings():
+    """params.yaml `edit.compose` (editing.compose.ComposeSettings)."""
+    from pipeline.core.config import load_params
+    from pipeline.editing.compose import ComposeSettings
+
+    return ComposeSettings(**((load_params().get("edit") or {}).get("compose") or {}))
 
 
 def training_nulls(cfg: EvalConfig, resolution: int) -> Nulls:
@@ -379,6 +408,28 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
         "sketch": sketch,
         "line_drawing": line_drawing,
     }
+    # The same figures out of the studio: the split's faces as other cameras and lights show them.
+    from pipeline.evaluation.shifted import shifted_faces_present, shifted_figures
+
+    shifted_pictures = None
+    if shifted_faces_present(cfg.shifted, cfg.split):
+        shifted = shifted_figures(editor, cfg, cfg.split, nulls, dlib, embedder, device, bs)
+        shifted_pictures = shifted.pop("_pictures")
+        shifted["psnr_drop"] = float(psnr.mean()) - shifted["pooled"]["psnr"]
+        metrics["shifted"] = shifted
+    else:  # its gates then fail: a figure that was not measured never passes
+        from pipeline.core.progress import console
+
+        console.print(f"[yellow]no {cfg.split} faces in {cfg.shifted}: no shifted figures (`dvc repro shifts`)[/yellow]")
+    # Edits, not reconstructions: local redraws, appearance swaps and new drawings, composed
+    # into photos larger than the model's faces (the default of every edit path) and pasted whole.
+    from pipeline.evaluation.edits import edit_figures, photo_faces
+
+    rows = _source_rows(cfg, cfg.split)
+    photos, scale = photo_faces(cfg.aligned, rows, data.faces, cfg.photo_side)
+    metrics["edits"], edit_pictures = edit_figures(
+        editor, data.faces, data.landmarks, data.identities, photos, scale, _editable_style(), dlib, embedder,
+        device, _compose_settings(), bs)
     # FID and LPIPS need weights we neither ship nor download: absent, never a string here.
     metrics["gates"] = M.gates(_json_safe(metrics))
 
@@ -404,6 +455,13 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
         sketch_cells += [data.faces[k], dataset, decoded[k] if decoded is not None else None]
     save_png(plots / "sketches.png", make_grid(
         sketch_cells, nrow=3, col_labels=["photo", "dataset sketch", "from geometry"]))
+    from pipeline.evaluation.edits import edit_sheet
+
+    edit_sheet(edit_pictures, plots / "edits.png", faces=g)
+    if shifted_pictures is not None:
+        from pipeline.evaluation.shifted import shifted_sheet
+
+        shifted_sheet(*shifted_pictures, plots / "shifted.png")
 
     metrics = _json_safe(metrics)
     save_json(cfg.metrics_path, metrics)
@@ -436,7 +494,38 @@ NULL_TABLE: tuple[tuple[str, str, tuple[tuple[str, str], ...], str | None], ...]
     ("line drawing of B in A's frame: output to B (NME)", "line_drawing.output_to_drawn",
      (("output to A", "line_drawing.output_to_own"), ("drawing ignored (A's reconstruction to B)", "line_drawing.null_ignores_drawing"),
       ("B to A", "line_drawing.drawn_to_own")), "line_drawing_followed"),
+    # Out of the studio: the split's faces under the `shifts` stage's shifts (pooled).
+    ("shifted: reconstruction PSNR (dB)", "shifted.pooled.psnr",
+     (("the clean faces", "recon.psnr"), ("training mean image", "shifted.pooled.null_mean_image_psnr")),
+     "shifted_psnr_within_1db"),
+    ("shifted: inner-face colour error of the reconstruction (ΔE)", "shifted.pooled.recon_colour_error",
+     (("the same face unshifted (London's light)", "shifted.pooled.clean_vs_shifted_colour"),), "shifted_colour_carried"),
+    ("shifted: swaps closer in colour to the appearance photo", "shifted.pooled.swap_follows_appearance", (),
+     "shifted_swap_takes_appearance_colour"),
+    ("shifted: swap landmark error to its geometry source", "shifted.pooled.landmarks_swap",
+     (("appearance source's own ('ignores geometry')", "shifted.pooled.null_ignores_geometry"),
+      ("training mean face", "shifted.pooled.null_mean_face")), "shifted_swap_follows_geometry"),
+    ("shifted: reconstruction landmark error (NME)", "shifted.pooled.landmarks_recon",
+     (("photo itself (floor)", "shifted.pooled.landmarks_photo"), ("training mean face", "shifted.pooled.null_mean_face")), None),
+    ("shifted: reconstruction same-person rate (dlib)", "shifted.pooled.recon_same_person", (), None),
 )
+
+SHIFT_COLUMNS = (("PSNR", "psnr"), ("mean image PSNR", "null_mean_image_psnr"), ("colour ΔE", "recon_colour_error"),
+                 ("unshifted ΔE", "clean_vs_shifted_colour"), ("swap colour follows", "swap_follows_appearance"),
+                 ("swap / ignores geometry", "swap_over_ignores_geometry"), ("recon / mean face", "recon_over_mean_face"),
+                 ("same person", "recon_same_person"))
+
+
+def shifted_table_markdown(metrics: dict[str, Any]) -> str:
+    """Per-shift figures of an evaluate.json (rows: shifts, then pooled), as a Markdown table."""
+    shifted = metrics.get("shifted")
+    if not shifted:
+        return "(no shifted figures: run `dvc repro shifts` and evaluate again)"
+    rows = ["| shift | " + " | ".join(c for c, _ in SHIFT_COLUMNS) + " |", "|---" * (len(SHIFT_COLUMNS) + 1) + "|"]
+    groups = {**shifted["per_shift"], "**pooled**": shifted["pooled"]}
+    for name, g in groups.items():
+        rows.append(f"| {name} | " + " | ".join(_fmt(g, key) for _, key in SHIFT_COLUMNS) + " |")
+    return "\n".join(rows)
 
 
 def _fmt(metrics: dict[str, Any], path: str) -> str:

@@ -382,6 +382,21 @@ GATES: dict[str, tuple[str, str, float]] = {
     "decoded_sketch_beats_mean_sketch": ("ratios.sketch_over_mean_sketch", ">=", 1.25),
     # A plain line drawing of B's contours in A's frame: the output is clearly closer to B's shape.
     "line_drawing_followed": ("ratios.drawing_over_own", "<=", 0.8),
+    # Out of the studio (the `shifts` stage's faces, evaluation.shifted): a user's photo.
+    "shifted_psnr_within_1db": ("shifted.psnr_drop", "<=", 1.0),
+    # The reconstruction's inner-face colour is nearer the shifted photo than the same face clean is.
+    "shifted_colour_carried": ("shifted.pooled.recon_colour_over_shift", "<=", 1.0),
+    "shifted_swap_takes_appearance_colour": ("shifted.pooled.swap_follows_appearance", ">=", 0.9),
+    "shifted_swap_follows_geometry": ("shifted.pooled.swap_over_ignores_geometry", "<=", 0.75),
+    # Edits as users make them, composed into the photo (editing.compose, evaluation.edits):
+    # a redrawn feature lands nearer the drawing than the photo's own ...
+    "edit_follows_drawing": ("edits.local.compose.pooled.feature_over_own", "<=", 0.6),
+    # ... keeps the person and leaves the rest of the photo as it was;
+    "edit_keeps_person": ("edits.local.compose.pooled.same_person", ">=", 0.9),
+    "edit_keeps_rest": ("edits.local.compose.pooled.psnr_outside", ">=", 35.0),
+    # another photo's appearance brings its colours and keeps the geometry photo's person.
+    "edit_swap_takes_colour": ("edits.swap.compose.follows_appearance", ">=", 0.9),
+    "edit_swap_keeps_person": ("edits.swap.compose.same_person_geometry", ">=", 0.6),
 }
 
 

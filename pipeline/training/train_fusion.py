@@ -35,7 +35,7 @@ class FusionTask(TaskBase):
         self.disc = N.MultiScaleDiscriminator(self.profile).to(self.device)
         self.fusion_t, self.disc_t = trainer.wrap(self.fusion), trainer.wrap(self.disc)
         self.perceptual = L.PerceptualLoss(device=self.device)
-        self.aug = Augmenter(self.cfg.augment, "bg").to(self.device)
+        self.aug = Augmenter(self.cfg.augment, "bg", self.profile.resolution).to(self.device)
         self.modules = {"fusion": self.fusion, "discriminator": self.disc}
         self.optimizers = {
             "fusion": trainer.adam(self.fusion),
@@ -55,13 +55,19 @@ class FusionTask(TaskBase):
             _, feats[p] = m["generator"](m["image_encoder"](x), x)
         return fuse_canvas(feats, self.boxes)
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
-        return self.aug.faces(self._photos(self.data, self.sampler.batch()))
+    def next_batch(self) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Part inputs and the whole-face target. PhotoShift acts on the whole face (a side light
+        spans it) and the part inputs are cut from the shifted face, as in the components stage."""
+        photos = self.aug.faces(self._photos(self.data, self.sampler.batch()))
+        if not self.aug.cfg.shifts:
+            return photos, photos["bg"]
+        face, target = self.aug.shifted(photos["bg"])
+        return {p: face if p == "bg" else face[..., y:y + s, x:x + s] for p, (x, y, s) in self.boxes.items()}, target
 
-    def train_step(self, photos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: tuple[dict[str, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
         from pipeline.models import losses as L
 
-        target = photos["bg"]
+        photos, target = batch
         B = target.shape[0]
         with self.trainer.autocast():
             canvas = self._canvas(photos)

@@ -27,7 +27,7 @@ class ImageEncoderTask(TaskBase):
         self.sketch_encoder, self.sketch_decoder = frozen["sketch_encoder"], frozen["sketch_decoder"]
         self.encoder = N.image_encoder(self.profile).to(self.device)
         self.encoder_t = trainer.wrap(self.encoder)
-        self.aug = Augmenter(self.cfg.augment, part).to(self.device)
+        self.aug = Augmenter(self.cfg.augment, part, self.profile.resolution).to(self.device)
         self.modules = {"image_encoder": self.encoder}
         self.optimizers = {"image_encoder": trainer.adam(self.encoder)}
 

@@ -31,21 +31,23 @@ class LocalTask(TaskBase):
         self.disc = N.MultiScaleDiscriminator(self.profile).to(self.device)
         self.generator_t, self.disc_t = trainer.wrap(self.generator), trainer.wrap(self.disc)
         self.perceptual = L.PerceptualLoss(device=self.device)
-        self.aug = Augmenter(self.cfg.augment, part).to(self.device)
+        self.aug = Augmenter(self.cfg.augment, part, self.profile.resolution).to(self.device)
         self.modules = {"generator": self.generator, "discriminator": self.disc}
         self.optimizers = {
             "generator": trainer.adam(self.generator),
             "discriminator": trainer.adam(self.disc, lr=self.cfg.lr_d),
         }
 
-    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs x1, x2 (two different people) and their targets t1, t2: the same light, no camera degradation."""
         a, b = self.sampler.pairs()
-        return self.aug.photo(self.data.photos(self.part, a)), self.aug.photo(self.data.photos(self.part, b))
+        (x1, t1), (x2, t2) = self.aug.photo(self.data.photos(self.part, a)), self.aug.photo(self.data.photos(self.part, b))
+        return x1, x2, t1, t2
 
-    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         from pipeline.models import losses as L
 
-        x1, x2 = batch
+        x1, x2, t1, t2 = batch
         B = x1.shape[0]
         with self.trainer.autocast():
             with torch.no_grad():
@@ -58,13 +60,13 @@ class LocalTask(TaskBase):
                 # Generator side of the GAN: the discriminator is a fixed loss here (raw module, no
                 # grads for its weights, so DDP's reducer never sees it).
                 self.disc.requires_grad_(False)
-                real_f, rec_f, swap_f = split_features(self.disc(torch.cat([x1, rec, swap])), [B, B, B])
+                real_f, rec_f, swap_f = split_features(self.disc(torch.cat([t1, rec, swap])), [B, B, B])
         rec, swap, cyc = rec.float(), swap.float(), cyc.float()
         terms = {
-            "rec": L.rgb_to_lab_l1(rec, x1),
-            "perc": self.perceptual(rec, x1).float(),
+            "rec": L.rgb_to_lab_l1(rec, t1),
+            "perc": self.perceptual(rec, t1).float(),
             "geo": geo,
-            "cycle": L.rgb_to_lab_l1(cyc, x2),
+            "cycle": L.rgb_to_lab_l1(cyc, t2),
         }
         if self.adversarial:
             terms["fm"] = L.feature_matching_loss(real_f, rec_f)
@@ -75,7 +77,7 @@ class LocalTask(TaskBase):
         if self.adversarial:
             self.disc.requires_grad_(True)
             with self.trainer.autocast():
-                feats = self.disc_t(torch.cat([x1, x2, rec.detach(), swap.detach()]))
+                feats = self.disc_t(torch.cat([t1, t2, rec.detach(), swap.detach()]))
             d_real, d_fake = split_features(feats, [2 * B, 2 * B])
             d_loss = L.lsgan_d_loss(d_real, d_fake)
             optimizer_step(self.optimizers["discriminator"], d_loss)

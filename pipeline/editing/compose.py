@@ -1,0 +1,248 @@
+"""compose: the one composition step of every edit. The photo carries the person.
+
+The networks cannot yet draw a person they never saw (a reconstruction is the same person for
+dlib in about 1 test face in 8), so pasting their render hands the user a stranger. An edit
+should change what the user changed and leave the rest of the photo as it was. Given the
+photo and two renders of its face, `compose` puts only the change into the photo, at the
+photo's own resolution:
+
+- **geometry edits** (a redrawn sketch, strokes in the studio, an attribute that moves shape):
+  `r0` is the render of the photo's own geometry, `r1` that of the edited geometry, both with
+  the photo's appearance. The photo's own pixels are *moved* as the edit moves the face, then
+  what a move cannot explain (a new line, an opened mouth) is added from the renders. The
+  motion comes from the two sketches when there are sketches (a dense flow between their
+  distance transforms: it follows the strokes exactly, where a flow between blurred 128 px
+  renders moves only part of the way), else from the two renders. It is applied only where
+  the *model* changed the face (`change_support`): a stroke the networks ignore moves nothing.
+- **appearance edits** (another photo's colours, per part or for all): `a0` and `a1` are the
+  renders of the same geometry with the photo's own and with the new appearance codes; their
+  difference is added to the photo in CIE Lab, the lightness change damped (`lightness`),
+  inside the inner-face mask (editing.blend), so skin tone and colours change while the
+  photo's detail, light and identity stay.
+
+Where an edit changes nothing the output is the photo, bit for bit. `render full` (the whole
+render pasted with `edit.paste_edited`) stays available beside it. Used by `dfe edit`,
+`dfe attribute`, `dfe studio` and the evaluate stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+RENDERS = ("compose", "full")
+
+
+@dataclass(frozen=True)
+class ComposeSettings:
+    """How an edit is composed (params.yaml `edit.compose`; chosen on val, see README)."""
+
+    flow_size: int = 256  # sketches and renders are compared at this size (px)
+    dt_clip: float = 0.05  # sketch distance transforms clipped at this fraction of flow_size
+    flow_smooth: float = 0.02  # Gaussian smoothing of the motion, fraction of the face
+    stroke_reach: float = 0.08  # sketch motion reaches this fraction of the face beyond the changed strokes
+    support_threshold: float = 6.0  # render change (levels, max over RGB) where the model changed the face
+    support_reach: float = 0.06  # the model's change region grown by this fraction of the face
+    residual_low: float = 10.0  # residual below this many levels is what the move explains: dropped
+    residual_high: float = 40.0  # ... above this it is added in full
+    lightness: float = 0.5  # appearance edits: share of the render's lightness change kept
+    feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
+
+
+# ---------------------------------------------------------------- motion ---------------------
+
+def _ink_distance(sketch: np.ndarray, size: int, clip: float) -> np.ndarray:
+    """uint8 distance-to-ink image of a sketch (R,R) at `size`: 0 on strokes, 255 far from them."""
+    s = cv2.resize(sketch, (size, size), interpolation=cv2.INTER_LINEAR)
+    dist = cv2.distanceTransform((s >= 128).astype(np.uint8), cv2.DIST_L2, 5)
+    c = max(1.0, clip * size)
+    return (np.clip(dist / c, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _dense_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(H,W,2) float32 with a(x) ~ b(x + flow(x)) (OpenCV DIS, one grey uint8 image each)."""
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    return dis.calc(a, b, None)
+
+
+def sketch_motion(own: np.ndarray, edited: np.ndarray, settings: ComposeSettings = ComposeSettings()) -> np.ndarray:
+    """Backward motion (R,R,2) float32 in aligned px from two sketches (R,R) uint8: the edited
+    face at x shows the photo's pixel at x + motion(x). Zero where the sketches agree."""
+    r = own.shape[0]
+    assert own.shape == edited.shape == (r, r) and own.dtype == edited.dtype == np.uint8, (own.shape, edited.shape)
+    if np.array_equal(own, edited):
+        return np.zeros((r, r, 2), np.float32)
+    n = settings.flow_size
+    flow = _dense_flow(_ink_distance(edited, n, settings.dt_clip), _ink_distance(own, n, settings.dt_clip))
+    flow = _smooth(cv2.resize(flow, (r, r), interpolation=cv2.INTER_AREA) * (r / n), settings.flow_smooth * r)
+    # Only near strokes that changed: the flow drifts over blank paper, where nothing was drawn.
+    return flow * _grown(np.abs(own.astype(np.int16) - edited.astype(np.int16)) > 64, settings.stroke_reach * r)[..., None]
+
+
+def _grown(core: np.ndarray, reach: float) -> np.ndarray:
+    """(R,R) float32 in [0,1]: `core` grown by `reach` px, 1 there and ramping off outside."""
+    if not core.any():
+        return np.zeros(core.shape, np.float32)
+    k = 2 * max(1, round(reach)) + 1
+    grown = cv2.dilate(core.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(grown, (k, k), 0) * 1.5, 0, 1)
+
+
+def render_motion(r0: np.ndarray, r1: np.ndarray, settings: ComposeSettings = ComposeSettings()) -> np.ndarray:
+    """Backward motion (R,R,2) from the render of the edit `r1` to the unedited render `r0`
+    (for edits without sketches: attributes)."""
+    r = r0.shape[0]
+    if np.array_equal(r0, r1):
+        return np.zeros((r, r, 2), np.float32)
+    n = settings.flow_size
+    grey = lambda im: cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (n, n), interpolation=cv2.INTER_CUBIC)  # noqa: E731
+    flow = _dense_flow(grey(r1), grey(r0))
+    return _smooth(cv2.resize(flow, (r, r), interpolation=cv2.INTER_AREA) * (r / n), settings.flow_smooth * r)
+
+
+def _smooth(flow: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(flow, (0, 0), sigma) if sigma > 0 else flow
+
+
+def change_support(r0: np.ndarray, r1: np.ndarray, settings: ComposeSettings = ComposeSettings()) -> np.ndarray:
+    """(R,R) float32 in [0,1]: where the model's render changed (grown and softened)."""
+    r = r0.shape[0]
+    diff = np.abs(r0.astype(np.int16) - r1.astype(np.int16)).max(axis=2).astype(np.float32)
+    return _grown(cv2.GaussianBlur(diff, (0, 0), max(0.5, r / 128)) > settings.support_threshold,
+                  settings.support_reach * r)
+
+
+def warp_aligned(image: np.ndarray, motion: np.ndarray) -> np.ndarray:
+    """An aligned image moved by a backward motion field (same size)."""
+    r = image.shape[0]
+    yy, xx = np.mgrid[0:r, 0:r].astype(np.float32)
+    return cv2.remap(image, xx + motion[..., 0], yy + motion[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+# ---------------------------------------------------------------- the photo's frame ----------
+
+def _face_box(transform: np.ndarray, resolution: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the photo pixels the aligned square covers, clipped to the photo."""
+    inv = cv2.invertAffineTransform(transform)
+    corners = np.array([[0, 0], [resolution, 0], [0, resolution], [resolution, resolution]], np.float64)
+    pts = corners @ inv[:, :2].T + inv[:, 2]
+    h, w = shape
+    x0, y0 = np.floor(pts.min(0)).astype(int) - 1
+    x1, y1 = np.ceil(pts.max(0)).astype(int) + 2
+    return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+
+def _aligned_coords(transform: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned-frame (x, y) of every photo pixel in `box`, float32 maps for cv2.remap."""
+    x0, y0, x1, y1 = box
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    ax = transform[0, 0] * xx + transform[0, 1] * yy + transform[0, 2]
+    ay = transform[1, 0] * xx + transform[1, 1] * yy + transform[1, 2]
+    return ax.astype(np.float32), ay.astype(np.float32)
+
+
+def _sample(aligned: np.ndarray, ax: np.ndarray, ay: np.ndarray) -> np.ndarray:
+    """An aligned-frame float array sampled at photo pixels (0 outside the aligned square)."""
+    return cv2.remap(aligned.astype(np.float32), ax, ay, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+# ---------------------------------------------------------------- composition ----------------
+
+def compose(
+    photo: np.ndarray, transform: np.ndarray, *,
+    geometry: tuple[np.ndarray, np.ndarray] | None = None,
+    sketches: tuple[np.ndarray, np.ndarray] | None = None,
+    appearance: tuple[np.ndarray, np.ndarray] | None = None,
+    inner_mask: np.ndarray | None = None,
+    within: np.ndarray | None = None,
+    settings: ComposeSettings = ComposeSettings(),
+) -> np.ndarray:
+    """The edited photo (H,W,3) uint8.
+
+    photo: (H,W,3) uint8 at its own resolution; transform: its 2x3 photo -> aligned (R px) map.
+    geometry: (r0, r1) aligned renders (R,R,3) uint8 of the photo's own and the edited
+      geometry, same appearance. sketches: (own, edited) (R,R) uint8 sketches behind them:
+      the motion comes from them and the change stays near the strokes that changed; None
+      (attributes): the motion comes from the renders, wherever the model changed the face.
+    appearance: (a0, a1) aligned renders of one geometry with the photo's own and the new
+      appearance codes; the change goes in inside `inner_mask` (R,R) in [0,1] (required then).
+    within: (R,R) in [0,1], where a geometry change may go at all (attributes: the inner face).
+    """
+    assert photo.ndim == 3 and photo.shape[2] == 3 and photo.dtype == np.uint8, (photo.shape, photo.dtype)
+    out = photo
+    if geometry is not None:
+        out = _compose_geometry(out, transform, *geometry, sketches, within, settings)
+    if appearance is not None:
+        if inner_mask is None:
+            raise ValueError("an appearance edit needs the inner-face mask (editing.blend.inner_face_mask)")
+        out = _compose_appearance(out, transform, *appearance, inner_mask, settings)
+    return out
+
+
+def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, np.ndarray] | None,
+                    settings: ComposeSettings = ComposeSettings(), within: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(motion, residual) in the aligned frame: the backward motion limited to where the model
+    changed the face (and, with sketches, to near the strokes that changed), and what that
+    move does not explain (R,R,3 float32 levels)."""
+    r = r0.shape[0]
+    support = change_support(r0, r1, settings)
+    if sketches is not None:
+        own, edited = sketches
+        support = support * _grown(np.abs(own.astype(np.int16) - edited.astype(np.int16)) > 64, settings.stroke_reach * r)
+    if within is not None:
+        support = support * within
+    if not support.any():
+        return np.zeros((r, r, 2), np.float32), np.zeros((r, r, 3), np.float32)
+    motion = render_motion(r0, r1, settings) if sketches is None else sketch_motion(*sketches, settings)
+    m = motion * support[..., None]
+    residual = r1.astype(np.float32) - warp_aligned(r0, m).astype(np.float32)
+    size = np.abs(cv2.GaussianBlur(residual, (0, 0), max(0.5, r0.shape[0] / 128))).max(axis=2)
+    keep = np.clip((size - settings.residual_low) / max(1e-3, settings.residual_high - settings.residual_low), 0, 1)
+    return m, residual * (keep * support)[..., None]
+
+
+def _compose_geometry(photo, transform, r0, r1, sketches, within, settings):
+    m, residual = geometry_change(r0, r1, sketches, settings, within)
+    if not m.any() and not residual.any():
+        return photo
+    box = _face_box(transform, r0.shape[0], photo.shape[:2])
+    x0, y0, x1, y1 = box
+    ax, ay = _aligned_coords(transform, box)
+    # photo pixel p shows p + A^-1 motion(T p): the motion taken back into photo pixels
+    d = _sample(m, ax, ay)
+    inv = np.linalg.inv(transform[:, :2])
+    dx = inv[0, 0] * d[..., 0] + inv[0, 1] * d[..., 1]
+    dy = inv[1, 0] * d[..., 0] + inv[1, 1] * d[..., 1]
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    moved = cv2.remap(photo, (xx + dx).astype(np.float32), (yy + dy).astype(np.float32), cv2.INTER_LINEAR,
+                      borderMode=cv2.BORDER_REFLECT_101)
+    region = photo[y0:y1, x0:x1].astype(np.float32)
+    still = (np.abs(dx) < 1e-3) & (np.abs(dy) < 1e-3)
+    region = np.where(still[..., None], region, moved.astype(np.float32)) + _sample(residual, ax, ay)
+    out = photo.copy()
+    out[y0:y1, x0:x1] = np.clip(region + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _lab(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+
+
+def _compose_appearance(photo, transform, a0, a1, inner_mask, settings):
+    delta = _lab(a1) - _lab(a0)
+    delta[..., 0] *= settings.lightness
+    delta *= inner_mask[..., None]
+    if not delta.any():
+        return photo
+    box = _face_box(transform, a0.shape[0], photo.shape[:2])
+    x0, y0, x1, y1 = box
+    ax, ay = _aligned_coords(transform, box)
+    d = _sample(delta, ax, ay)
+    rgb = cv2.cvtColor(_lab(photo[y0:y1, x0:x1]) + d, cv2.COLOR_LAB2RGB)
+    touched = np.abs(d).max(axis=2, keepdims=True) > 1e-4  # elsewhere the photo's exact pixels
+    out = photo.copy()
+    out[y0:y1, x0:x1] = np.where(touched, np.clip(rgb * 255 + 0.5, 0, 255).astype(np.uint8), photo[y0:y1, x0:x1])
+    return out

@@ -1,0 +1,82 @@
+"""editing.compose: the one composition step (the photo carries the person)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.editing.compose import ComposeSettings, change_support, compose, sketch_motion
+
+R = 64
+
+
+def _sketch(x: int) -> np.ndarray:
+    s = np.full((R, R), 255, np.uint8)
+    cv2.line(s, (x, 12), (x, 52), 0, 1)
+    return s
+
+
+def _face(x: int, size: int = R) -> np.ndarray:
+    """A grey face with a dark vertical bar at x (aligned px), drawn at `size` px."""
+    k = size / R
+    img = np.full((size, size, 3), 170, np.uint8)
+    img += (np.arange(size)[None, :, None] % 7).astype(np.uint8)  # texture: moving pixels is visible
+    cv2.rectangle(img, (int((x - 2) * k), int(12 * k)), (int((x + 2) * k), int(52 * k)), (40, 30, 30), -1)
+    return img
+
+
+def test_an_edit_that_changes_nothing_returns_the_photo_bit_for_bit():
+    photo = _face(30, 4 * R)
+    t = np.array([[0.25, 0, 0], [0, 0.25, 0]])
+    r = _face(30)
+    out = compose(photo, t, geometry=(r, r), sketches=(_sketch(30), _sketch(30)),
+                  appearance=(r, r), inner_mask=np.ones((R, R), np.float32))
+    assert np.array_equal(out, photo)
+
+
+def test_sketch_motion_follows_the_moved_stroke():
+    m = sketch_motion(_sketch(30), _sketch(35))
+    # backward: the edited face at x=35 shows the photo's pixel at x=30
+    assert m[32, 35, 0] == pytest.approx(-5, abs=1.5)
+    assert np.abs(m[:, :10]).max() < 0.5 and np.abs(m[:, 55:]).max() < 0.5  # far from the strokes: still
+
+
+def test_a_geometry_edit_moves_the_photos_own_pixels_and_nothing_else():
+    photo = _face(30, 4 * R)
+    t = np.array([[0.25, 0, 0], [0, 0.25, 0]])
+    r0, r1 = _face(30), _face(35)
+    out = compose(photo, t, geometry=(r0, r1), sketches=(_sketch(30), _sketch(35)))
+    dark = out[4 * 32, :, 0] < 100
+    centre = np.flatnonzero(dark).mean() / 4
+    assert centre == pytest.approx(35, abs=1.5)  # the bar moved where the drawing moved it
+    assert np.array_equal(out[:, : 4 * 12], photo[:, : 4 * 12])  # far from the edit: the photo itself
+    assert np.array_equal(out[:, 4 * 52:], photo[:, 4 * 52:])
+
+
+def test_strokes_the_model_ignores_move_nothing():
+    """The motion is taken only where the networks changed the face: a model that ignores the
+    sketch (r0 == r1) leaves the photo as it was, whatever was drawn."""
+    photo = _face(30)
+    r = _face(30)
+    assert not change_support(r, r).any()
+    out = compose(photo, np.array([[1.0, 0, 0], [0, 1.0, 0]]), geometry=(r, r),
+                  sketches=(_sketch(30), _sketch(40)))
+    assert np.array_equal(out, photo)
+
+
+def test_an_appearance_edit_changes_colour_inside_the_mask_only():
+    photo = _face(30, 2 * R)
+    t = np.array([[0.5, 0, 0], [0, 0.5, 0]])
+    mask = np.zeros((R, R), np.float32)
+    mask[16:48, 16:48] = 1.0
+    a0 = np.full((R, R, 3), 150, np.uint8)
+    a1 = a0.copy()
+    a1[..., 0] = 200  # the donor's renders are redder
+    out = compose(photo, t, appearance=(a0, a1), inner_mask=mask, settings=ComposeSettings(lightness=0.0))
+    inside = (slice(2 * 20, 2 * 44), slice(2 * 20, 2 * 44))
+    gain = out[inside].astype(int).mean((0, 1)) - photo[inside].astype(int).mean((0, 1))
+    assert gain[0] > 15 and gain[2] < 5
+    assert np.array_equal(out[:2 * 14], photo[:2 * 14])  # outside the mask: untouched
+    with pytest.raises(ValueError, match="inner-face mask"):
+        compose(photo, t, appearance=(a0, a1))

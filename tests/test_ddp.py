@@ -13,7 +13,8 @@ What is proven (README "Training", "Full scale on GPU"):
   gradients are averaged in another order than one batch's (float rounding, then Adam);
 - only rank 0 writes weights, checkpoints, dvclive metrics and sample pictures;
 - a two-rank run killed after a checkpoint resumes on two ranks to the uninterrupted run's
-  weights bit for bit; a one-process checkpoint resumes on two ranks.
+  weights bit for bit; a one-process checkpoint resumes on two ranks;
+- `dfe train-<stage>` with train.nproc 2 relaunches itself under torchrun.
 """
 
 from __future__ import annotations
@@ -220,3 +221,50 @@ def test_one_process_checkpoint_resumes_on_two_ranks(tmp_path, components, upstr
     live = Path("dvclive/sketch_ae/mouth")
     assert_same_curves(straight / live, mixed / live, [1, 2, 3, 4], [4])
 
+
+def write_params(root: Path, data: Path, nproc: int) -> None:
+    import yaml
+
+    params = {
+        "profile": PROFILE, "seed": 0, "lr": 1e-3,
+        "train": {"nproc": nproc, "log_every": 1, "ckpt_every": 2, "sample_every": 2, "device": "cpu",
+                  "amp": False, "components": str(data / "components")},
+        "train_sketch_ae": {"steps": 2, "batch_size": BATCH, "aligned": str(data / "aligned")},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def test_cli_nproc_relaunches_under_torchrun(tmp_path, components):
+    """train.nproc: 2 in params.yaml: `dfe train-sketch-ae` runs itself on two torchrun workers
+    (each records its writes), which get the options it was given; rank 0 alone writes the
+    weights and prints the result table."""
+    write_params(tmp_path, components, nproc=2)
+    out = tmp_path / "audit"
+    proc = subprocess.run([sys.executable, "-m", "stages.cli", "train-sketch-ae", "--part", "mouth",
+                           "--no-augment", "--steps", "3"],
+                          cwd=tmp_path, env=audit_env(tmp_path, out), capture_output=True, text=True, timeout=600)
+    said = proc.stdout + proc.stderr  # the console is stderr's
+    assert proc.returncode == 0, said[-6000:]
+    assert "training on 2 processes (torchrun)" in said
+    assert said.count("resumed from") == 1  # one result table
+    writes = [json.loads((out / f"writes-rank{r}.json").read_text()) for r in (0, 1)]
+    assert all("train-sketch-ae" in w["argv"] and "--no-augment" in w["argv"] for w in writes)
+    assert writes[1]["writes"] == []
+    assert "os.rename models/sketch_ae/mouth.safetensors" in writes[0]["writes"]
+    meta = json.loads((tmp_path / "models/sketch_ae/mouth.json").read_text())
+    assert meta["config"]["steps"] == 3 and meta["config"]["augment"]["enabled"] is False
+    assert set(load_file(str(tmp_path / "models/sketch_ae/mouth.safetensors"))) > set()
+
+
+def test_cli_nproc_errors_in_one_line(tmp_path, components, monkeypatch):
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path, components, nproc=2)
+    result = CliRunner().invoke(app, ["train-sketch-ae", "--part", "mouth", "--batch-size", "3"])
+    assert result.exit_code == 2 and "batch_size 3 does not split over train.nproc=2 processes" in result.output
+    result = CliRunner().invoke(app, ["train-sketch-ae", "--part", "mouth", "--nproc", "0"])
+    assert result.exit_code == 2 and "train.nproc must be a whole number >= 1, got 0" in result.output
+    assert not (tmp_path / "models").exists()

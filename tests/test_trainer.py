@@ -54,7 +54,28 @@ def test_sampler_epochs_pairs_and_exact_resume():
     t.load_state_dict(state)
     again = [t.batch() for _ in range(4)] + [torch.cat(t.pairs())]
     assert all(torch.equal(x, y) for x, y in zip(ahead, again))
-    assert not torch.equal(IndexSampler(10, 4, 0, rank=1).batch(), IndexSampler(10, 4, 0, rank=0).batch())
+
+
+def test_sampler_splits_the_global_batch_over_ranks():
+    """batch_size is the global batch: two ranks get disjoint halves of exactly what one process
+    draws (swap pairs too, across epoch ends), and keep the same state, so one saved state
+    resumes any number of ranks."""
+    people = np.repeat(np.arange(5), 2)
+    one = IndexSampler(10, 4, seed=3, groups=people)
+    ranks = [IndexSampler(10, 4, seed=3, rank=r, world_size=2, groups=people) for r in (0, 1)]
+    for _ in range(6):
+        halves = [s.batch() for s in ranks]
+        assert [len(h) for h in halves] == [2, 2] and torch.equal(torch.cat(halves), one.batch())
+        (a0, b0), (a1, b1) = (s.pairs() for s in ranks)
+        a, b = one.pairs()
+        assert torch.equal(torch.cat([a0, a1]), a) and torch.equal(torch.cat([b0, b1]), b)
+    s0, s1 = (s.state_dict() for s in ranks)
+    assert torch.equal(s0["generator"], s1["generator"]) and torch.equal(s0["perm"], s1["perm"])
+    assert s0["pos"] == s1["pos"]
+    with pytest.raises(ValueError, match="batch_size 5 does not split over 2 processes"):
+        IndexSampler(10, 5, seed=0, rank=0, world_size=2)
+    with pytest.raises(ValueError, match="rank 2 outside a world of 2"):
+        IndexSampler(10, 4, seed=0, rank=2, world_size=2)
 
 
 def test_swap_pairs_are_always_two_different_people():

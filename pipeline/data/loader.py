@@ -103,24 +103,35 @@ class IndexSampler:
 
     Draws epochs as random permutations (every face once per epoch) from its own
     torch.Generator, independent of the global RNG that augmentations and dropout use.
-    Under DDP each rank passes its own `rank` so ranks see different batches.
+
+    `batch_size` is the global batch. Under DDP every rank draws the same stream (same seed)
+    and keeps its own `batch_size // world_size` slice, so the ranks see disjoint faces, their
+    union is exactly what one process with the whole batch sees, and the state is the same on
+    every rank (one saved state resumes any number of ranks).
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0,
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
                  groups: np.ndarray | None = None) -> None:
         """groups: (n,) person ids; `pairs()` then never pairs two photos of one person."""
         if n < 1:
             raise ValueError("empty split: no faces to train on")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size {batch_size} does not split over {world_size} processes: "
+                             f"use a multiple of {world_size}")
         self.n, self.batch_size = n, batch_size
+        local = batch_size // world_size
+        self._slice = slice(rank * local, (rank + 1) * local)
         self.groups = None
         if groups is not None:
             codes = np.unique(np.asarray(groups), return_inverse=True)[1].reshape(-1)
             if len(codes) != n:
                 raise ValueError(f"{len(codes)} groups for {n} rows")
             self.groups = torch.from_numpy(codes.astype(np.int64))
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + rank)
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003)
         self._perm = torch.randperm(n, generator=self.generator)
         self._pos = 0
 
@@ -137,14 +148,14 @@ class IndexSampler:
         return torch.cat(out)
 
     def batch(self) -> torch.Tensor:
-        """(batch_size,) int64 row indices."""
-        return self._take(self.batch_size)
+        """(batch_size // world_size,) int64 row indices: this rank's slice of the global batch."""
+        return self._take(self.batch_size)[self._slice]
 
     def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Two index batches with a[i] != b[i] (different faces, for the swap losses) and, with
         `groups`, different people: a person's neutral and smiling photos share a face shape,
         so such a "swap" would teach nothing about taking geometry from one and colours from
-        the other."""
+        the other. Drawn for the global batch (every rank the same draws), then sliced."""
         a = self._take(self.batch_size)
         if self.n == 1:
             raise ValueError("swap training needs at least 2 faces")
@@ -157,13 +168,7 @@ class IndexSampler:
             while same.any():  # redraw only the clashes; a person has few photos, so this ends fast
                 b[same] = (a[same] + torch.randint(1, self.n, (int(same.sum()),), generator=self.generator)) % self.n
                 same = self.groups[a] == self.groups[b]
-        return a, b
-
-    def reseed(self, seed: int) -> None:
-        """Start a fresh permutation stream (DDP resume: ranks > 0 have no saved state)."""
-        self.generator.manual_seed(seed)
-        self._perm = torch.randperm(self.n, generator=self.generator)
-        self._pos = 0
+        return a[self._slice], b[self._slice]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state(), "perm": self._perm.clone(), "pos": self._pos}

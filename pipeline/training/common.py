@@ -81,8 +81,9 @@ class TaskBase:
             if has_val else self.data
         self.shown_idx = torch.arange(min(N_SAMPLES, len(self.shown)))
         self.val_idx = torch.arange(min(N_VAL, len(self.shown)))  # fixed faces: a comparable curve
-        rank, world = trainer.dist.rank, trainer.dist.world_size
-        self.sampler = IndexSampler(len(self.data), self.cfg.batch_size, self.cfg.seed, rank if world > 1 else 0,
+        # cfg.batch_size is the global batch: each rank trains on its slice (see IndexSampler).
+        self.sampler = IndexSampler(len(self.data), self.cfg.batch_size, self.cfg.seed, trainer.dist.rank,
+                                    trainer.dist.world_size,
                                     groups=self.data.manifest["identity"].astype(str).to_numpy())
 
     def summary(self) -> dict[str, Any]:

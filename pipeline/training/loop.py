@@ -8,8 +8,14 @@ split that `benchmarks/train.py` reports.
 
 Checkpoints are one file per run (`checkpoints/<stage>/<part>.pt`): module and optimiser
 state, step, resolved config, a fingerprint of config and inputs, and every RNG state
-(python, numpy, torch CPU/CUDA, the sampler's generator), so a killed CPU run that is
-started again ends with exactly the weights of an uninterrupted one. A checkpoint whose
+(python, numpy, torch CPU/CUDA of every rank, the sampler's generator), so a killed CPU run
+that is started again on as many processes ends with exactly the weights of an uninterrupted
+one.
+
+Under DDP `batch_size` is the global batch: the sampler hands each rank its slice of the
+batch one process would draw, gradients and logged losses are averaged over the ranks, and
+only rank 0 writes (weights, checkpoints, dvclive). So the number of processes is not part
+of a run: a checkpoint resumes on any number that divides the batch. A checkpoint whose
 fingerprint differs (other params, data or upstream weights) is ignored, not resumed:
 with `persist: true` in dvc.yaml a stale checkpoint must never leak into a new experiment.
 """
@@ -53,7 +59,7 @@ class TrainConfig:
     part: str  # a part name, or "fusion" for the global stage
     profile: str = "small"
     steps: int = 1000
-    batch_size: int = 8  # per process under DDP
+    batch_size: int = 8  # global; under DDP each of N processes trains on batch_size / N
     lr: float = 2e-4
     lr_d: float | None = None  # discriminator lr; None = lr
     # Fraction of the run, at its end, over which every optimiser's lr falls linearly to ~0
@@ -329,6 +335,12 @@ class Trainer:
         return h.hexdigest()
 
     def save_checkpoint(self, task: Task, step: int) -> None:
+        """Rank 0 writes; every rank must call it (each hands in its own RNG streams)."""
+        if self.dist.enabled:
+            rngs = [None] * self.dist.world_size if self.is_main else None
+            dist.gather_object(_rng_state(), rngs, dst=0)
+        else:
+            rngs = [_rng_state()]
         if not self.is_main:
             return
         state = {
@@ -337,7 +349,7 @@ class Trainer:
             "step": step,
             "config": self.cfg.to_dict(),
             "fingerprint": self.fingerprint,
-            "rng": _rng_state(),
+            "rng": rngs,  # one per rank
             "sampler": task.sampler.state_dict(),
         }
         with atomic_path(self.cfg.checkpoint_path) as tmp:
@@ -361,17 +373,22 @@ class Trainer:
         for k, o in task.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         step = int(state["step"])
-        if self.dist.world_size == 1:
-            rng = state["rng"]
+        task.sampler.load_state_dict(state["sampler"])  # the same stream on every rank
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # older: one process
+        if self.dist.rank < len(rngs):
+            rng = rngs[self.dist.rank]
             rng["python"] = _python_rng_to_tuple(rng["python"])
             _set_rng_state(rng)
-            task.sampler.load_state_dict(state["sampler"])
-        else:
-            # Only rank 0's streams were saved; every rank restarts its own, deterministically.
-            seed = (self.cfg.seed * 1_000_003 + step) * 64 + self.dist.rank
-            seed_everything(seed)
-            task.sampler.reseed(seed)
+        else:  # a checkpoint of fewer processes: this rank starts a stream of its own
+            self._own_stream(step)
         return step
+
+    def _own_stream(self, step: int) -> None:
+        """Ranks > 0 leave the shared seed for RNG streams of their own (augmentations): with
+        the one seed, every rank would draw the same transforms for its different faces.
+        Rank 0 keeps the single-process stream."""
+        if self.dist.rank > 0:
+            seed_everything(int(np.random.SeedSequence([self.cfg.seed, step, self.dist.rank]).generate_state(1)[0]))
 
     # -- the loop --------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -382,16 +399,19 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         self.timers[name] += time.perf_counter() - t0
 
-    def _check_finite(self, terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+    def _global_losses(self, terms: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+        """The loss terms averaged over the ranks: the global batch's losses, as one process
+        with the whole batch logs them. A NaN/inf on any rank stays one in the sum, so every
+        rank stops at the same step."""
         values = torch.stack([v.detach().float().reshape(()) for v in terms.values()])
-        ok = torch.isfinite(values).all().float()
         if self.dist.enabled:
-            dist.all_reduce(ok, op=dist.ReduceOp.MIN)  # every rank stops together
-        if ok.item() < 1:
+            dist.all_reduce(values)
+            values /= self.dist.world_size
+        if not torch.isfinite(values).all():
             bad = [f"{k}={v:.4g}" for k, v in zip(terms, values.tolist()) if not np.isfinite(v)]
             where = f"stage {self.cfg.stage}" + ("" if self.cfg.part == "fusion" else f", part {self.cfg.part}")
             raise NonFiniteLossError(
-                f"{where}: non-finite loss at step {step}: {', '.join(bad) or 'on another rank'} "
+                f"{where}: non-finite loss at step {step}: {', '.join(bad)} "
                 f"(last good checkpoint: {self.cfg.checkpoint_path}; lower the lr or check the inputs)"
             )
         return values
@@ -410,6 +430,16 @@ class Trainer:
     def fit(self, task: Task) -> TrainResult:
         cfg = self.cfg
         start = self.load_checkpoint(task)
+        if start == 0:
+            self._own_stream(0)
+        if self.dist.enabled:
+            starts: list[Any] = [None] * self.dist.world_size
+            dist.all_gather_object(starts, start)
+            if len(set(starts)) > 1:  # ranks at different steps would wait on each other forever
+                raise RuntimeError(
+                    f"{cfg.checkpoint_path}: ranks would resume from steps {starts}; with several "
+                    "nodes, checkpoints_dir must be on storage that every node shares"
+                )
         live = self._open_live(start) if self.is_main else None
         window: torch.Tensor | None = None
         window_n = 0
@@ -417,6 +447,7 @@ class Trainer:
         step = start
         progress = make_progress() if (cfg.progress and self.is_main) else None
         t_start = time.perf_counter()
+        finished = False
         try:
             with progress if progress is not None else contextlib.nullcontext():
                 bar = None
@@ -429,7 +460,7 @@ class Trainer:
                         batch = task.next_batch()
                     with self._timed("model"):
                         terms = task.train_step(batch)
-                        values = self._check_finite(terms, step + 1)
+                        values = self._global_losses(terms, step + 1)
                     step += 1
                     window = values if window is None else window + values
                     window_n += 1
@@ -465,9 +496,11 @@ class Trainer:
                 if steps_run:  # a run resumed at its last step keeps the speed it recorded
                     live.summary["images_per_s"] = cfg.batch_size * steps_run / max(wall, 1e-9)
                 live.end()
+            finished = True
         finally:
             if self.dist.owns_group:
-                dist.barrier()
+                if finished:  # after a failure on one rank the others may never get here
+                    dist.barrier()
                 dist.destroy_process_group()
         return TrainResult(
             steps=step, steps_run=steps_run, resumed_from=start, seconds=dict(self.timers),

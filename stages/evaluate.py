@@ -50,3 +50,6 @@ def evaluate_cmd(
 
     console.print(null_table_markdown(metrics), markup=False, soft_wrap=True)  # each figure beside its nulls
     console.print(shifted_table_markdown(metrics), markup=False, soft_wrap=True)  # out of the studio, per shift
+    from pipeline.evaluation.edits import edits_table_markdown
+
+    console.print(edits_table_markdown(metrics), markup=False, soft_wrap=True)  # composed edits against full renders

@@ -193,6 +193,33 @@ def test_shifted_faces_a_model_that_renders_londons_colour_fails_the_colour_gate
     assert not copy["gates"]["shifted_swap_takes_appearance_colour"]  # a copy keeps the geometry photo's light
 
 
+def test_edits_an_editor_that_ignores_the_sketch_fails_follows_and_the_mean_face_fails_keeps_the_person(split, tmp_path):
+    """Edits, composed (the default) and pasted whole: a model that ignores the sketch (its
+    render is always the appearance photo) leaves the photo as it was, so its redrawn features
+    stay the photo's own and the 'follows' gate fails; a model that outputs the mean face keeps
+    nobody when its render is pasted whole."""
+    from pipeline.core.tensors import faces_to_tensor
+    from pipeline.evaluation.evaluate import training_nulls
+
+    root, _ = split
+    cfg = _cfg(root, tmp_path)
+    ignores = evaluate(cfg, editor=StandInEditor(lambda geo, app: app))
+    local = ignores["edits"]["local"]
+    assert local["compose"]["pooled"]["psnr_outside"] == 99.0  # the photo itself (capped)
+    assert local["compose"]["pooled"]["same_person"] == 1.0
+    assert local["compose"]["pooled"]["feature_over_own"] > 1.0  # the drawn feature was not followed
+    assert not ignores["gates"]["edit_follows_drawing"] and ignores["gates"]["edit_keeps_person"]
+
+    mean = faces_to_tensor(training_nulls(cfg, R).mean_image[None], torch.device("cpu"))
+    m = evaluate(cfg, editor=StandInEditor(lambda geo, app: mean.expand(len(geo), -1, -1, -1)))
+    assert m["edits"]["local"]["full"]["pooled"]["same_person"] < 0.5
+    assert m["edits"]["swap"]["full"]["same_person_geometry"] < 0.5
+    from pipeline.evaluation.edits import edits_table_markdown
+
+    table = edits_table_markdown(m)
+    assert "| local edit: same person (dlib) |" in table and "unedited photo" in table
+
+
 def test_the_val_split_is_evaluated_when_asked(split, tmp_path):
     """`split: val` reads components/val (where choices are made); test stays the default."""
     import shutil

@@ -237,6 +237,8 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     for kind in local:
         pooled = {k: np.concatenate([row[k] for row in all_rows[kind]]) for k in all_rows[kind][0]}
         local[kind]["pooled"] = _summary(pooled)
+    null_local["pooled"] = {k: float(np.mean([null_local[f][k] for f in FEATURES])) for k in null_local["mouth"]}
+    null_local["pooled"]["photo_over_own"] = null_local["pooled"]["photo_to_drawn"] / null_local["pooled"]["photo_to_own"]
     metrics["local"] = {**local, "nulls": null_local}
 
     # -- appearance swaps: geometry of face i (its photo), appearance of face other[i]
@@ -318,3 +320,51 @@ def edit_sheet(pictures: dict[str, Any], path: str | Path, faces: int = 4) -> np
                                                  "composed (default)"])
     save_png(path, sheet)
     return sheet
+
+
+def _f(metrics: dict[str, Any], path: str) -> str:
+    node: Any = metrics
+    for k in path.split("."):
+        node = node.get(k) if isinstance(node, dict) else None
+    return "n/a" if node is None or not np.isfinite(node) else f"{node:.3f}"
+
+
+EDIT_ROWS = (
+    # (label, path under edits.* with KIND for compose/full, nulls (label, path), bar)
+    ("local edit: feature to the drawn shape (NME)", "local.KIND.pooled.feature_to_drawn",
+     (("unedited photo (the edit ignored)", "local.nulls.pooled.photo_to_drawn"),), None),
+    ("local edit: feature to the photo's own", "local.KIND.pooled.feature_to_own",
+     (("unedited photo (dlib floor)", "local.nulls.pooled.photo_to_own"), ("drawn shape", "local.nulls.pooled.drawn_to_own")), None),
+    ("↳ feature_over_own", "local.KIND.pooled.feature_over_own",
+     (("unedited photo", "local.nulls.pooled.photo_over_own"),), "feature_over_own <= 0.6"),
+    ("local edit: other landmarks moved (NME)", "local.KIND.pooled.others_to_own",
+     (("null 0; unedited photo (dlib floor)", "local.nulls.pooled.photo_others"),), None),
+    ("local edit: same person (dlib)", "local.KIND.pooled.same_person", (), "same_person >= 0.9"),
+    ("local edit: PSNR outside the edited region (dB)", "local.KIND.pooled.psnr_outside", (), "psnr_outside >= 35"),
+    ("appearance swap: colour nearer the appearance photo", "swap.KIND.follows_appearance", (), "follows_appearance >= 0.9"),
+    ("appearance swap: same person as the geometry photo", "swap.KIND.same_person_geometry",
+     (("two different people", "swap.nulls.sources_same_person"),), "same_person_geometry >= 0.6"),
+    ("new drawing (unseen style): landmarks to the drawing", "drawing.KIND.to_drawn",
+     (("unedited photo", "drawing.nulls.photo_to_drawn"),), None),
+    ("↳ drawn_over_own", "drawing.KIND.drawn_over_own", (), None),
+)
+
+
+def edits_table_markdown(metrics: dict[str, Any]) -> str:
+    """The edit figures of an evaluate.json: composed (the default) and full render, beside their nulls."""
+    e = metrics.get("edits")
+    if not e:
+        return "(no edit figures)"
+    rows = ["| edit figure | composed (default) | full render | nulls | bar |", "|---|---|---|---|---|"]
+    for label, path, nulls, bar in EDIT_ROWS:
+        null_text = "; ".join(f"{n} {_f(e, p)}" for n, p in nulls) or "—"
+        rows.append(f"| {label} | {_f(e, path.replace('KIND', 'compose'))} | {_f(e, path.replace('KIND', 'full'))} "
+                    f"| {null_text} | {bar or '—'} |")
+    for feature in FEATURES:
+        rows.append(f"| {feature}: to drawn / to own / same person | "
+                    + " | ".join(" / ".join(_f(e, f"local.{kind}.{feature}.{k}") for k in
+                                            ("feature_to_drawn", "feature_to_own", "same_person"))
+                                 for kind in ("compose", "full"))
+                    + f" | unedited {_f(e, f'local.nulls.{feature}.photo_to_drawn')} / "
+                      f"{_f(e, f'local.nulls.{feature}.photo_to_own')} | — |")
+    return "\n".join(rows)

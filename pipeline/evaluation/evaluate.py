@@ -592,7 +592,10 @@ if __name__ == "__main__":
 
     args = sys.argv[1:] or ["reports/evaluate.json"]
     if len(args) == 1 and "=" not in args[0]:
-        print(null_table_markdown(json.loads(Path(args[0]).read_text())))
+        from pipeline.evaluation.edits import edits_table_markdown
+
+        one = json.loads(Path(args[0]).read_text())
+        print(null_table_markdown(one), shifted_table_markdown(one), edits_table_markdown(one), sep="\n\n")
     else:
         named = dict(a.split("=", 1) if "=" in a else (Path(a).stem, a) for a in args)
         print(compare_table_markdown({k: json.loads(Path(v).read_text()) for k, v in named.items()}))

@@ -291,8 +291,8 @@ def encode(editor, faces: np.ndarray, batch_size: int, device: torch.device, wha
         face = faces_to_tensor(faces[start : start + batch_size], device)
         for p, v in editor.geometry_from_photo(face).items():
             geo[p].append(v)
-        for p, v in editor.appearance_codes(face).items():
-            app[p].append(v)
+        for p, v in editor.appearance_codes(face).items():  # a wrapper may add keys (colour_norm)
+            app.setdefault(p, []).append(v)
     return {p: torch.cat(v) for p, v in geo.items()}, {p: torch.cat(v) for p, v in app.items()}
 
 

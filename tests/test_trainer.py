@@ -191,6 +191,21 @@ def test_photo_shift_components_do_what_they_say():
     assert 0.05 < blurred[0, 0, 0, 7] < 0.95 and torch.equal(blurred[1], edge[1])  # sigma 0: untouched
 
 
+def test_backdrop_is_repainted_on_whole_faces_only():
+    """A flat backdrop around a head: whole faces (bg) get another backdrop colour, the head
+    keeps its pixels; part crops (a mouth) never get one."""
+    x = torch.full((2, 3, 64, 64), 0.6)
+    x[:, :, 12:60, 18:46] = -0.4  # the head, darker than the backdrop
+    cfg = _shift_cfg(backdrop_p=1.0)
+    torch.manual_seed(0)
+    _, bg = Augmenter(cfg, "bg", 64).photo(x.clone())
+    assert (bg[:, :, :4, :4] - 0.6).abs().amax() > 0.05  # the corner is no longer the studio grey
+    torch.testing.assert_close(bg[:, :, 30:40, 26:38], x[:, :, 30:40, 26:38])  # the face is untouched
+    torch.manual_seed(0)
+    _, mouth = Augmenter(cfg, "mouth", 64).photo(x.clone())
+    torch.testing.assert_close(mouth, x)
+
+
 def test_photo_shift_repeats_with_the_seed():
     photo = torch.rand(4, 3, 16, 16) * 2 - 1
     cfg = _shift_cfg(cast_p=0.5, exposure_p=0.5, ramp_p=0.5, blur_p=0.5, noise_p=0.5)

@@ -18,7 +18,8 @@ a light from one side (a gain ramp), and camera degradations (blur, sensor noise
 and colour shifts are applied to a photo and to its reconstruction target alike (the model must
 carry any photo's colours); the degradations to the network's input only (nobody wants the
 noise back). The stage-2 target, the sketch latent, is never shifted: geometry must not move
-with the light. A backdrop colour change needs a matte and is left to the evaluation.
+with the light. Whole faces (the bg part, fusion) may also get another backdrop colour: the
+studio's flat grey is keyed out by colour outside the head.
 
 Random parameters come from torch's global RNG, which the trainer seeds and stores in its
 checkpoints, so augmented runs repeat and resume exactly on CPU.
@@ -60,10 +61,13 @@ class AugmentConfig:
     blur: float = 1.5  # largest Gaussian sigma in px at 128 px faces (scales with the crop's face size)
     noise_p: float = 0.0
     noise: float = 0.06  # largest noise std, images in [0, 1]
+    backdrop_p: float = 0.0  # whole faces (bg, fusion) only: the flat studio backdrop repainted another colour
+    backdrop_tolerance: float = 0.12  # max channel distance (images in [-1, 1]) from the border's colour that is backdrop
 
     @property
     def shifts(self) -> bool:
-        return self.enabled and max(self.cast_p, self.exposure_p, self.ramp_p, self.blur_p, self.noise_p) > 0
+        return self.enabled and max(self.cast_p, self.exposure_p, self.ramp_p, self.blur_p, self.noise_p,
+                                    self.backdrop_p) > 0
 
 
 def _draw(n: int, p: float) -> torch.Tensor:
@@ -96,10 +100,15 @@ class PhotoShift(torch.nn.Module):
             "blur": torch.where(_draw(n, c.blur_p), u(0.3, c.blur) * face_size, torch.zeros(n)),
             "noise": torch.where(_draw(n, c.noise_p), u(0, c.noise), torch.zeros(n)),
             "noise_seed": torch.randint(0, 2**31 - 1, (1,)),
+            "backdrop": _draw(n, c.backdrop_p),
+            "backdrop_rgb": torch.rand(n, 3) * 2 - 1,
         }
 
-    def light(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+    def light(self, x: torch.Tensor, p: dict[str, torch.Tensor], whole_face: bool = False) -> torch.Tensor:
+        """Light and colour; `whole_face` (an aligned face, not a part crop) may also get a new backdrop."""
         dev, dt = x.device, x.dtype
+        if whole_face and bool(p["backdrop"].any()):
+            x = self.backdrop(x, p)
         lin = ((x + 1) * 0.5).clamp(0, 1) ** 2.2
         gain = p["gains"].to(dev, dt)[:, :, None, None] * (2.0 ** p["stops"].to(dev, dt))[:, None, None, None]
         h, w = x.shape[-2:]
@@ -110,6 +119,25 @@ class PhotoShift(torch.nn.Module):
         lin = (lin * gain * ramp.clamp(0.25, 2.0)[:, None]).clamp(0, 1)
         out = lin ** (p["gamma"].to(dev, dt)[:, None, None, None] / 2.2)
         return out * 2 - 1
+
+    def backdrop(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The studio's flat backdrop repainted: pixels within `backdrop_tolerance` of the median
+        colour of the image's border and outside the central head ellipse take another colour
+        (soft edge). A plain colour key: London's backdrop is flat grey."""
+        b, _, h, w = x.shape
+        border = torch.cat([x[..., :2, :].flatten(2), x[..., -2:, :].flatten(2), x[..., :, :2].flatten(2),
+                            x[..., :, -2:].flatten(2)], 2)
+        key = border.median(dim=2).values[:, :, None, None]
+        near = ((x - key).abs().amax(1, keepdim=True) < self.cfg.backdrop_tolerance).to(x.dtype)
+        yy = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)[:, None]
+        xx = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)[None, :]
+        head = ((xx / 0.62) ** 2 + ((yy - 0.12) / 0.85) ** 2) < 1  # face, neck and most hair stay
+        mask = near * (~head).to(x.dtype)
+        k = max(3, (h // 32) | 1)
+        mask = torch.nn.functional.avg_pool2d(mask, k, stride=1, padding=k // 2, count_include_pad=False)
+        mask = mask * p["backdrop"].to(x.device, x.dtype)[:, None, None, None]
+        colour = p["backdrop_rgb"].to(x.device, x.dtype)[:, :, None, None]
+        return x * (1 - mask) + colour * mask
 
     def degrade(self, x: torch.Tensor, p: dict[str, torch.Tensor]) -> torch.Tensor:
         sigma = p["blur"].to(x.device, x.dtype)
@@ -218,7 +246,7 @@ class Augmenter(torch.nn.Module):
         if not self.cfg.shifts:
             return photo, photo
         p = self.shift.sample(photo.shape[0], self.face_size)
-        target = self.shift.light(photo, p)
+        target = self.shift.light(photo, p, whole_face=self.part == "bg")
         return self.shift.degrade(target, p), target
 
     def pair(self, photo: torch.Tensor, sketch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

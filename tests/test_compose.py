@@ -80,3 +80,20 @@ def test_an_appearance_edit_changes_colour_inside_the_mask_only():
     assert np.array_equal(out[:2 * 14], photo[:2 * 14])  # outside the mask: untouched
     with pytest.raises(ValueError, match="inner-face mask"):
         compose(photo, t, appearance=(a0, a1))
+
+
+def test_photo_colour_shift_follows_each_parts_donor():
+    """The appearance photos' own colour difference: the whole face's donor everywhere, a
+    mouth donor inside the mouth box only."""
+    from pipeline.core.profiles import part_boxes
+    from pipeline.editing.compose import photo_colour_shift
+
+    own = np.full((R, R, 3), 150, np.uint8)
+    red = own.copy()
+    red[..., 0] = 210
+    boxes = part_boxes(R)
+    everywhere = photo_colour_shift(own, {"bg": red}, boxes)
+    assert (everywhere[..., 1] > 10).all()  # a* up everywhere
+    mouth_only = photo_colour_shift(own, {"mouth": red}, boxes)
+    x, y, s = boxes["mouth"]
+    assert mouth_only[y + s // 2, x + s // 2, 1] > 10 and abs(mouth_only[2, 2, 1]) < 0.5

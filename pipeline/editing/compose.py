@@ -41,13 +41,13 @@ class ComposeSettings:
 
     flow_size: int = 256  # sketches and renders are compared at this size (px)
     dt_clip: float = 0.05  # sketch distance transforms clipped at this fraction of flow_size
-    flow_smooth: float = 0.02  # Gaussian smoothing of the motion, fraction of the face
+    flow_smooth: float = 0.01  # Gaussian smoothing of the motion, fraction of the face
     stroke_reach: float = 0.08  # sketch motion reaches this fraction of the face beyond the changed strokes
     support_threshold: float = 6.0  # render change (levels, max over RGB) where the model changed the face
     support_reach: float = 0.06  # the model's change region grown by this fraction of the face
-    residual_low: float = 10.0  # residual below this many levels is what the move explains: dropped
-    residual_high: float = 40.0  # ... above this it is added in full
-    lightness: float = 0.5  # appearance edits: share of the render's lightness change kept
+    residual_low: float = 25.0  # residual below this many levels is what the move explains: dropped
+    residual_high: float = 80.0  # ... above this it is added in full
+    lightness: float = 0.75  # appearance edits: share of the lightness change kept
     feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
 
 
@@ -156,6 +156,7 @@ def compose(
     sketches: tuple[np.ndarray, np.ndarray] | None = None,
     appearance: tuple[np.ndarray, np.ndarray] | None = None,
     inner_mask: np.ndarray | None = None,
+    colour_shift: np.ndarray | None = None,
     within: np.ndarray | None = None,
     settings: ComposeSettings = ComposeSettings(),
 ) -> np.ndarray:
@@ -168,6 +169,9 @@ def compose(
       (attributes): the motion comes from the renders, wherever the model changed the face.
     appearance: (a0, a1) aligned renders of one geometry with the photo's own and the new
       appearance codes; the change goes in inside `inner_mask` (R,R) in [0,1] (required then).
+    colour_shift: (R,R,3) Lab field (`photo_colour_shift`): the appearance photos' own colour
+      difference, which replaces the mean of the renders' change (renders carry a blurred,
+      training-set version of a skin tone; the donor photo carries the real one).
     within: (R,R) in [0,1], where a geometry change may go at all (attributes: the inner face).
     """
     assert photo.ndim == 3 and photo.shape[2] == 3 and photo.dtype == np.uint8, (photo.shape, photo.dtype)
@@ -177,7 +181,7 @@ def compose(
     if appearance is not None:
         if inner_mask is None:
             raise ValueError("an appearance edit needs the inner-face mask (editing.blend.inner_face_mask)")
-        out = _compose_appearance(out, transform, *appearance, inner_mask, settings)
+        out = _compose_appearance(out, transform, *appearance, inner_mask, colour_shift, settings)
     return out
 
 
@@ -231,8 +235,40 @@ def _lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
-def _compose_appearance(photo, transform, a0, a1, inner_mask, settings):
+# The central face of an FFHQ-aligned crop (left, top, right, bottom fractions): mostly skin,
+# whose colour the whole face's appearance swap carries.
+FACE_REGION = (0.28, 0.34, 0.72, 0.84)
+
+
+def photo_colour_shift(own: np.ndarray, donors: dict[str, np.ndarray], boxes: dict[str, tuple[int, int, int]]) -> np.ndarray:
+    """(R,R,3) Lab: how far the appearance photos' colours are from the photo's own, per part:
+    the mean Lab of each donor's part box (for `bg`, the central face) minus the photo's own,
+    spread smoothly (a part's shift inside its box, the bg donor's elsewhere)."""
+    r = own.shape[0]
+    lab_own = _lab(own)
+    num = np.zeros((r, r, 3), np.float32)
+    den = np.full((r, r), 1e-6, np.float32)
+    for part, face in donors.items():
+        if part == "bg":
+            x0, y0, x1, y1 = (int(round(f * r)) for f in FACE_REGION)
+            weight = np.ones((r, r), np.float32)
+        else:
+            x, y, size = boxes[part]
+            x0, y0, x1, y1 = x, y, x + size, y + size
+            weight = np.zeros((r, r), np.float32)
+            weight[y0:y1, x0:x1] = 4.0  # inside its own box a part's donor outweighs the whole face's
+            weight = cv2.GaussianBlur(weight, (0, 0), max(1.0, size / 8))
+        shift = _lab(face)[y0:y1, x0:x1].reshape(-1, 3).mean(0) - lab_own[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+        num += weight[..., None] * shift
+        den += weight
+    return num / den[..., None]
+
+
+def _compose_appearance(photo, transform, a0, a1, inner_mask, colour_shift, settings):
     delta = _lab(a1) - _lab(a0)
+    if colour_shift is not None:  # the renders' own mean change gives way to the photos' real difference
+        inside = inner_mask > 0.5
+        delta = delta - delta[inside].mean(0) + colour_shift if inside.any() else delta + colour_shift
     delta[..., 0] *= settings.lightness
     delta *= inner_mask[..., None]
     if not delta.any():

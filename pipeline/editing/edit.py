@@ -251,8 +251,13 @@ def compose_edit(editor, target: AlignedFace, edited: np.ndarray, sketch: np.nda
     elif appearance is not None:
         changes = (edit_aligned(editor, own, geometry_photo=own), edited)
     mask = np.ones((r, r), np.float32) if target.landmarks is None else inner_face_mask(target.landmarks, r, feather)
+    shift = None
+    if appearance is not None:  # the appearance photos' own colours, part by part ("bg": the one for every part)
+        from pipeline.editing.compose import photo_colour_shift
+
+        shift = photo_colour_shift(own, {"bg": appearance[0], **appearance[1]}, editor.boxes)
     return compose(target.photo, target.transform, geometry=geometry, sketches=sketches, appearance=changes,
-                   inner_mask=mask, settings=settings)
+                   inner_mask=mask, colour_shift=shift, settings=settings)
 
 
 def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06, own_colours: bool = True) -> np.ndarray:

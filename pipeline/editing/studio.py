@@ -170,6 +170,7 @@ class Composition:
     a1: np.ndarray | None  # ... of the same with the donors' appearance (None: no donor)
     sketches: tuple[np.ndarray, np.ndarray] | None  # (own, edited) when strokes alone moved the face
     mask: np.ndarray  # (R,R) inner-face mask
+    colour_shift: np.ndarray | None  # (R,R,3) Lab: the donors' photos' colours against the photo's own
     settings: Any
 
     def apply(self, photo: np.ndarray, transform: np.ndarray) -> np.ndarray:
@@ -179,7 +180,7 @@ class Composition:
         appearance = None if self.a1 is None else (self.g1, self.a1)
         within = self.mask if geometry is not None and self.sketches is None else None  # attributes: the inner face
         return compose(photo, transform, geometry=geometry, sketches=self.sketches, appearance=appearance,
-                       inner_mask=self.mask, within=within, settings=self.settings)
+                       inner_mask=self.mask, colour_shift=self.colour_shift, within=within, settings=self.settings)
 
 
 def friendly(error: BaseException, names: Mapping[str, str] | None = None) -> str:
@@ -369,8 +370,15 @@ class Studio:
         g0 = opened.base[1]
         g1 = g0 if not (changed.any() or steps) else forward(sketch, opened.codes, steps)
         a1 = forward(sketch, codes, steps) if donors else None
+        shift = None
+        if donors:  # the donors' own colours, part by part (editing.compose.photo_colour_shift)
+            from pipeline.editing.compose import photo_colour_shift
+
+            faces = {"bg": donors[ALL].face} if ALL in donors else {}
+            faces.update({p: donors[g].face for g, parts in GROUPS.items() if g in donors for p in parts})
+            shift = photo_colour_shift(opened.face.face, faces, self.editor.boxes)
         recipe = Composition(g0, g1, a1, (opened.sketch, sketch) if changed.any() and not steps else None,
-                             opened.mask, self.compose_settings)
+                             opened.mask, shift, self.compose_settings)
         face = recipe.apply(opened.face.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
         photo = recipe.apply(*opened.photo_at(paste_side)) if paste else None
         region = self.stroke_region(changed) if changed.any() else None

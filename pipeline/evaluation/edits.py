@@ -36,8 +36,9 @@ FEATURES: dict[str, tuple[int, ...]] = {
     "jaw": tuple(range(0, 17)),
 }
 # The contour strokes (pipeline.data.sketch.contours.STROKES) that draw each feature.
-_FEATURE_STROKES = {"mouth": ((48, 59, True), (60, 67, True)), "eyes": ((36, 41, True), (42, 47, True)),
-                    "nose": ((27, 30, False), (31, 35, False)), "jaw": ((0, 16, False),)}
+# Which of the editable sketch's landmark strokes (pipeline.data.sketch.draw.feature_strokes:
+# jaw, two brows, upper and lower lid of each eye, nose, outer and inner lips) draw a feature.
+_FEATURE_STROKES = {"jaw": (0,), "eyes": (3, 4, 5, 6), "nose": (7,), "mouth": (8, 9)}
 
 
 @dataclass
@@ -60,9 +61,13 @@ def _feature_area(lm: np.ndarray, feature: str, r: int, grow: float) -> np.ndarr
     return cv2.dilate(area, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(bool)
 
 
-def local_edit(sketch: np.ndarray, own: np.ndarray, other: np.ndarray, feature: str) -> LocalEdit:
+def local_edit(sketch: np.ndarray, own: np.ndarray, other: np.ndarray, feature: str, style=None) -> LocalEdit:
     """Erase `feature` from a face's sketch and draw `other` person's contour of it, moved into
-    the face by the similarity that best maps the other's remaining landmarks onto `own`."""
+    the face by the similarity that best maps the other's remaining landmarks onto `own`,
+    with the editable sketch's own pen (its landmark strokes in `style`, a SketchStyle), as a
+    person redrawing that feature on the sketch would."""
+    from pipeline.data.sketch.draw import REF_RES, SketchStyle, feature_strokes, render_strokes
+
     r = sketch.shape[0]
     idx = list(FEATURES[feature])
     stay = [k for k in range(68) if k not in idx]
@@ -74,10 +79,11 @@ def local_edit(sketch: np.ndarray, own: np.ndarray, other: np.ndarray, feature: 
     erase = _feature_area(own, feature, r, 0.025) | _feature_area(drawn, feature, r, 0.025)
     edited = sketch.copy()
     edited[erase] = 255
-    t, shift = max(1, r // 64), 4
-    for a, b, closed in _FEATURE_STROKES[feature]:
-        cv2.polylines(edited, [np.round(drawn[a:b + 1] * (1 << shift)).astype(np.int32)], closed, 0, t, cv2.LINE_AA, shift)
-    return LocalEdit(edited, drawn, erase | _feature_area(drawn, feature, r, 0.0))
+    style = style or SketchStyle()
+    strokes = feature_strokes(drawn[None])[0]
+    pen = style.width * style.feature_width * r / REF_RES
+    ink = render_strokes([strokes[k].scaled(pen) for k in _FEATURE_STROKES[feature]], r, style.taper)
+    return LocalEdit(np.minimum(edited, ink), drawn, erase | _feature_area(drawn, feature, r, 0.0))
 
 
 def unseen_style_drawing(lm: np.ndarray, r: int, rng: np.random.Generator) -> np.ndarray:
@@ -166,7 +172,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     from pipeline.data.landmarks import detect_landmarks
     from pipeline.data.sketch.synthesis import synthesize_sketches
     from pipeline.editing.blend import inner_face_mask
-    from pipeline.editing.compose import compose
+    from pipeline.editing.compose import compose, photo_colour_shift
     from pipeline.editing.edit import AlignedFace, _sketch_tensor, paste_edited
     from pipeline.evaluation import metrics as M
     from pipeline.evaluation.evaluate import _rate
@@ -194,6 +200,9 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
         return paste_edited(target, render, own_colours=own)
 
     base = renders(own_sketch, np.arange(n))
+    if s >= 256 and dlib.upsample > 0:  # photo-sized faces need no upsampling (and take 4x longer with it)
+        dlib = dlib.copy()
+        dlib.upsample = 0
     lm_photo = detect_landmarks(photos, dlib, "landmarks: edit photos") / scale
     e_photo = embedder.embed(photos, boxes="aligned")
 
@@ -204,7 +213,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     null_local: dict[str, dict[str, float]] = {}
     all_rows: dict[str, list] = {"compose": [], "full": []}
     for feature, idx in FEATURES.items():
-        edits = [local_edit(own_sketch[i], landmarks[i], landmarks[other[i]], feature) for i in range(n)]
+        edits = [local_edit(own_sketch[i], landmarks[i], landmarks[other[i]], feature, style) for i in range(n)]
         r1 = renders(np.stack([e.sketch for e in edits]), np.arange(n))
         outs = {"compose": np.stack([compose(photos[i], t_photo, geometry=(base[i], r1[i]),
                                              sketches=(own_sketch[i], edits[i].sketch), settings=settings)
@@ -249,6 +258,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     photo_lm = landmarks * scale
     masks = [inner_face_mask(landmarks[i], r, feather=settings.feather) for i in range(n)]
     swaps = {"compose": np.stack([compose(photos[i], t_photo, appearance=(a0[i], a1[i]), inner_mask=masks[i],
+                                          colour_shift=photo_colour_shift(faces[i], {"bg": faces[other[i]]}, editor.boxes),
                                           settings=settings) for i in range(n)]),
              "full": np.stack([full(i, a1[i], own=False) for i in range(n)])}
     lab_photo = inner_lab_means(photos, photo_lm, device)

@@ -4,7 +4,7 @@ and paper profiles.
     python -m benchmarks.compose                   # small: models/ if trained, else random; paper random
     python -m benchmarks.compose --photo ~/me.jpg  # another photo size
 
-One sketch edit as `dfe edit PHOTO -s EDITED -a OTHER` runs it, on a London photo (1350 px):
+One sketch edit as `dfe edit PHOTO -s EDITED -a OTHER` runs it, on a London photo (1024 px):
 model = the renders the composition compares (the photo's own sketch and the edited one with
 the photo's appearance, the edited one with the other appearance); compose = the sketch flow,
 the warp of the photo's own pixels, the residual and the Lab appearance change, at the photo's

@@ -23,6 +23,7 @@ for _name, _fn in [
     ("split", data.split),
     ("components", data.components),
     ("shifts", data.shifts),
+    ("colour-range", data.colour_range),
     ("train-sketch-ae", train.train_sketch_ae_cmd),
     ("train-image-encoder", train.train_image_encoder_cmd),
     ("train-local", train.train_local_cmd),

@@ -187,3 +187,23 @@ def shifts(
     report("shifts", {"faces": len(df), "rejected": len(rejected),
                       **{f"{s}_faces": int(n) for s, n in df.groupby("split").size().items()}},
            rejected["reason"].value_counts().to_dict())
+
+
+def colour_range(
+    components_dir: Path = typer.Option(DATA / "components"),
+    out: Path = typer.Option(Path("models") / "colour_range.json"),
+    k: Optional[float] = typer.Option(None, help="range = mean +- k std of the training faces' colour statistics "
+                                                 "(params.yaml: colour_range.k)"),
+) -> None:
+    """The training faces' light: the range of colour statistics the editors move a photo into
+    (editing.colour_norm), beside the models."""
+    from pipeline.core.io import load_npy, save_json
+    from pipeline.editing.colour_norm import ColourRangeConfig, colour_range as measure
+
+    photos = components_dir / "train" / "bg_photo.npy"
+    require_inputs({photos: "components"})
+    cfg = config_from("colour_range", ColourRangeConfig, k=k)
+    r = measure(load_npy(photos), cfg.k)
+    save_json(out, r)
+    report("colour_range", {"faces": r["n_faces"], "k": cfg.k})
+

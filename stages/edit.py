@@ -113,7 +113,10 @@ def edit_cmd(
     req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"], how)
     try:  # missing weights name the stage that makes them; a profile mismatch says so
         dev = resolve_device(cfg["device"])
-        editor = load_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev))
+        from pipeline.editing.colour_norm import with_colour_range
+
+        editor = with_colour_range(load_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev)),
+                                   cfg["models_dir"])  # a photo in light the networks never saw: see editing.colour_norm
         own_sketch = None
         if geometry_sketch is not None and how == "compose":
             # The photo's own sketch, drawn as the edited one was: the record `dfe sketch` left in it.

@@ -66,7 +66,9 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     try:
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        editor = load_editor(models_dir, profile, dev, torch_dtype)
+        from pipeline.editing.colour_norm import with_colour_range
+
+        editor = with_colour_range(load_editor(models_dir, profile, dev, torch_dtype), models_dir)
         p2s = None
         if sketcher == "official" or (sketcher == "auto" and photo_to_sketch_path(models_dir).exists()):
             p2s = load_photo_to_sketch(models_dir, profile, dev, torch_dtype)

@@ -188,7 +188,7 @@ def test_attribute_edit_strip_and_sketch_in_the_photo_frame(vectors, folders, mo
     r = runner.invoke(app, ["attribute", str(folders / "photo.png"), "-v", str(vectors / "smile.safetensors"),
                             "--alpha", "0", "--blend", "face", "-o", str(tmp_path / "a0face.png"), *_common(models)])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["edit", str(folders / "photo.png"), "-a", str(folders / "photo.png"),
+    r = runner.invoke(app, ["edit", str(folders / "photo.png"), "-a", str(folders / "photo.png"), "--render", "full",
                             "-o", str(tmp_path / "recon.png"), *_common(models)])
     assert r.exit_code == 0, r.output
     assert np.abs(_read(tmp_path / "a0face.png").astype(np.int16) - _read(tmp_path / "recon.png")).max() <= 1

@@ -58,6 +58,9 @@ MISSING = {
     "evaluate": (["evaluate"],
                  "data/components/test/manifest.csv missing: run `dvc repro components` (or `dfe components`)"),
     "dfi": (["dfi"], "data/aligned/manifest.csv missing: run `dvc repro align` (or `dfe align`)"),
+    "shifts": (["shifts"], "data/aligned/manifest.csv missing: run `dvc repro align` (or `dfe align`)"),
+    "colour_range": (["colour-range"],
+                     "data/components/train/bg_photo.npy missing: run `dvc repro components` (or `dfe components`)"),
 }
 
 
@@ -117,18 +120,22 @@ def _stage_configs():
     from pipeline.data.sketch_report import SketchReportConfig
     from pipeline.data.sketches import SketchesConfig
     from pipeline.data.split import SplitConfig
+    from pipeline.data.shifts import ShiftsConfig
     from pipeline.dfi.dfi import DFIConfig
+    from pipeline.editing.colour_norm import ColourRangeConfig
     from pipeline.evaluation.evaluate import EvalConfig
     from stages.edit import EditSettings
 
     return {"ingest": IngestConfig, "landmarks": LandmarkConfig, "sketches": SketchesConfig,
             "sketch_report": SketchReportConfig, "split": SplitConfig, "components": ComponentsConfig,
-            "evaluate": EvalConfig, "dfi": DFIConfig, "edit": EditSettings}
+            "evaluate": EvalConfig, "dfi": DFIConfig, "edit": EditSettings, "shifts": ShiftsConfig,
+            "colour_range": ColourRangeConfig}
 
 
 def test_every_params_section_builds_its_stage_config(monkeypatch):
     """Each section of params.yaml goes into its dataclass whole: no key a command would ignore."""
     from pipeline.data.sketch.draw import SketchStyle
+    from pipeline.editing.compose import ComposeSettings
     from stages.common import config_from
 
     monkeypatch.chdir(REPO)
@@ -141,7 +148,8 @@ def test_every_params_section_builds_its_stage_config(monkeypatch):
         cfg = config_from(name, cls)
         for key, value in params[name].items():
             got = getattr(cfg, key)
-            want = SketchStyle(**value) if key == "style" else tuple(value) if isinstance(value, list) else value
+            want = SketchStyle(**value) if key == "style" else ComposeSettings(**value) if key == "compose" else \
+                tuple(value) if isinstance(value, list) else value
             assert got == want, (name, key)
         if "profile" in {f for f in cls.__dataclass_fields__}:
             assert cfg.profile == params["profile"], name  # the top level fills what the section leaves out

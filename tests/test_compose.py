@@ -92,8 +92,9 @@ def test_photo_colour_shift_follows_each_parts_donor():
     red = own.copy()
     red[..., 0] = 210
     boxes = part_boxes(R)
-    everywhere = photo_colour_shift(own, {"bg": red}, boxes)
-    assert (everywhere[..., 1] > 10).all()  # a* up everywhere
-    mouth_only = photo_colour_shift(own, {"mouth": red}, boxes)
+    everywhere, where = photo_colour_shift(own, {"bg": red}, boxes)
+    assert (everywhere[..., 1] > 10).all() and (where == 1).all()  # a* up everywhere
+    mouth_only, where = photo_colour_shift(own, {"mouth": red}, boxes)
     x, y, s = boxes["mouth"]
     assert mouth_only[y + s // 2, x + s // 2, 1] > 10 and abs(mouth_only[2, 2, 1]) < 0.5
+    assert where[y + s // 2, x + s // 2] > 0.8 and where[2, 2] < 0.05  # the eyes and the rest keep their own

@@ -280,7 +280,9 @@ def test_gates_fail_on_missing_figures():
                "ratios": {"drawing_over_own": 0.5, "recon_over_mean_face": 0.5, "swap_over_ignores_geometry": 0.5, "swap_over_mean_face": 0.6,
                           "swap_appearance_over_geometry": 1.5, "sketch_over_mean_sketch": 2.0},
                "shifted": {"psnr_drop": 0.5, "pooled": {"recon_colour_over_shift": 0.8, "swap_follows_appearance": 0.95,
-                                                        "swap_over_ignores_geometry": 0.6}}}
+                                                        "swap_over_ignores_geometry": 0.6}},
+               "edits": {"local": {"compose": {"pooled": {"feature_over_own": 0.5, "same_person": 1.0, "psnr_outside": 50.0}}},
+                         "swap": {"compose": {"follows_appearance": 1.0, "same_person_geometry": 1.0}}}}
     assert all(gates(passing).values())
     broken = json.loads(json.dumps(passing))
     broken["identity"]["recon_same_person"] = None  # NaN in the JSON (no face found)

@@ -122,7 +122,7 @@ def test_a_stroke_changes_the_face_where_it_is(studio, photos):
     after = studio.render(opened, sketch)
     d = np.abs(after.face.astype(np.int32) - before.face.astype(np.int32)).sum(axis=2)
     dist = _box_distance("mouth")
-    assert d[dist == 0].mean() > 5, d[dist == 0].mean()
+    assert d[dist == 0].mean() > 1, d[dist == 0].mean()  # composed: the photo's own pixels moved, a little added
     assert d[dist > 20].max() == 0  # local: the face away from the stroke is untouched
     assert after.model_seconds > 0 and after.region is not None
     # local=False: the model's own render everywhere (its instance norms reach the whole face)
@@ -194,7 +194,7 @@ def test_attribute_slider_reads_the_dfi_stage_vectors(studio, photos, london, tm
         plain = studio.render(opened)
         assert np.array_equal(studio.render(opened, alphas={"smile": 0.0}).face, plain.face)
         smiled = studio.render(opened, alphas={"smile": 2.0})
-        assert _region_change(smiled.face, plain.face, "mouth") > 1
+        assert _region_change(smiled.face, plain.face, "mouth") > 0.3  # composed into the photo
         with pytest.raises(ValueError, match="unknown attribute vectors"):
             studio.render(opened, alphas={"frown": 1.0})
     finally:
@@ -316,7 +316,7 @@ def test_the_page_in_a_browser(server, photos):
         dist = _box_distance("mouth", scale)
         inside, far = d[dist == 0].mean(), d[dist > 24].max()
         print(f"preview change: mean {inside:.1f} inside the mouth box, max {far} beyond 24 px of it")
-        assert inside > 5 and far == 0, (inside, far)
+        assert inside > 1 and far == 0, (inside, far)  # composed: the photo moved near the stroke, nowhere else
         shot("after_stroke")
 
         # The mouth's appearance from a green-tinted face.
@@ -342,7 +342,7 @@ def test_the_page_in_a_browser(server, photos):
         page.locator("#clear").click()
         src3, p3 = new_preview(page, src2)
         d = np.abs(p3.astype(np.int32) - p2.astype(np.int32)).sum(axis=2)
-        assert d[dist == 0].mean() > 5 and d[dist > 24].max() == 0
+        assert d[dist == 0].mean() > 1 and d[dist > 24].max() == 0
 
         # Save: the full-size edited photo and the sketches to download.
         page.locator("#save").click()

@@ -52,3 +52,19 @@ def match_colour(output: np.ndarray, reference: np.ndarray, mask: np.ndarray, li
         scale = float(np.clip(f.std() / max(o.std(), 1e-3), 0.5, 2.0))  # a flat output must not explode
         out_lab[..., c] = (out_lab[..., c] - o.mean()) * scale + f.mean()
     return cv2.cvtColor(np.clip(out_lab + 0.5, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+
+
+def face_region_mask(landmarks: np.ndarray, resolution: int, grow: float = 0.06, lift: float = 0.08) -> np.ndarray:
+    """(R,R) float32 in [0,1]: the face with its outline (the hull of the jaw and of the brows
+    raised by `lift` x R) grown by `grow` x R, soft-edged: where a geometry edit may move the
+    photo. Hair, ears and background stay out: a flow there smears them."""
+    lm = np.asarray(landmarks, np.float64)
+    r = resolution
+    brows = lm[BROWS] - np.array([0.0, lift * r])
+    hull = cv2.convexHull(np.concatenate([lm[JAW], brows]).astype(np.float32)).astype(np.int32)
+    mask = np.zeros((r, r), np.float32)
+    cv2.fillConvexPoly(mask, hull, 1.0, lineType=cv2.LINE_AA)
+    k = 2 * max(1, round(grow * r)) + 1
+    mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return np.clip(cv2.GaussianBlur(mask, (k, k), 0), 0.0, 1.0)
+

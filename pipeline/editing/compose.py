@@ -48,6 +48,7 @@ class ComposeSettings:
     residual_low: float = 25.0  # residual below this many levels is what the move explains: dropped
     residual_high: float = 80.0  # ... above this it is added in full
     lightness: float = 0.75  # appearance edits: share of the lightness change kept
+    appearance_smooth: float = 0.03  # appearance edits: the renders' change is smoothed over this fraction of the face
     feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
 
 
@@ -240,32 +241,49 @@ def _lab(image: np.ndarray) -> np.ndarray:
 FACE_REGION = (0.28, 0.34, 0.72, 0.84)
 
 
-def photo_colour_shift(own: np.ndarray, donors: dict[str, np.ndarray], boxes: dict[str, tuple[int, int, int]]) -> np.ndarray:
-    """(R,R,3) Lab: how far the appearance photos' colours are from the photo's own, per part:
-    the mean Lab of each donor's part box (for `bg`, the central face) minus the photo's own,
-    spread smoothly (a part's shift inside its box, the bg donor's elsewhere)."""
+def _part_weight(box: tuple[int, int, int], r: int, inside: float = 9.0) -> np.ndarray:
+    """(R,R) weight of a part's donor: `inside` over its box, falling off smoothly around it."""
+    x, y, size = box
+    weight = np.zeros((r, r), np.float32)
+    weight[y:y + size, x:x + size] = inside
+    return cv2.GaussianBlur(weight, (0, 0), max(1.0, size / 8))
+
+
+def photo_colour_shift(own: np.ndarray, donors: dict[str, np.ndarray], boxes: dict[str, tuple[int, int, int]]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """How far the appearance photos' colours are from the photo's own, part by part: the mean
+    Lab of each donor's part box (for `bg`, the donor of every part: the central face) minus the
+    photo's own there. Returns ((R,R,3) Lab shift, (R,R) in [0,1] where the appearance changes):
+    the bg donor everywhere; a part's donor inside its box (9:1 against the rest), fading out
+    around it."""
     r = own.shape[0]
     lab_own = _lab(own)
-    num = np.zeros((r, r, 3), np.float32)
-    den = np.full((r, r), 1e-6, np.float32)
+
+    def shift(face: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        return _lab(face)[y0:y1, x0:x1].reshape(-1, 3).mean(0) - lab_own[y0:y1, x0:x1].reshape(-1, 3).mean(0)
+
+    base = np.zeros(3, np.float32)  # the rest of the face keeps its own colours ...
+    where = np.zeros((r, r), np.float32)
+    if "bg" in donors:  # ... unless one photo gives every part
+        base = shift(donors["bg"], *(int(round(f * r)) for f in FACE_REGION))
+        where[:] = 1.0
+    num = np.broadcast_to(base, (r, r, 3)).astype(np.float32).copy()
+    den = np.ones((r, r), np.float32)
     for part, face in donors.items():
         if part == "bg":
-            x0, y0, x1, y1 = (int(round(f * r)) for f in FACE_REGION)
-            weight = np.ones((r, r), np.float32)
-        else:
-            x, y, size = boxes[part]
-            x0, y0, x1, y1 = x, y, x + size, y + size
-            weight = np.zeros((r, r), np.float32)
-            weight[y0:y1, x0:x1] = 4.0  # inside its own box a part's donor outweighs the whole face's
-            weight = cv2.GaussianBlur(weight, (0, 0), max(1.0, size / 8))
-        shift = _lab(face)[y0:y1, x0:x1].reshape(-1, 3).mean(0) - lab_own[y0:y1, x0:x1].reshape(-1, 3).mean(0)
-        num += weight[..., None] * shift
-        den += weight
-    return num / den[..., None]
+            continue
+        x, y, size = boxes[part]
+        w = _part_weight(boxes[part], r)
+        num += w[..., None] * shift(face, x, y, x + size, y + size)
+        den += w
+        where = np.maximum(where, w / (1.0 + w))
+    return num / den[..., None], np.clip(where / max(where.max(), 1e-6) if "bg" not in donors else where, 0, 1)
 
 
 def _compose_appearance(photo, transform, a0, a1, inner_mask, colour_shift, settings):
-    delta = _lab(a1) - _lab(a0)
+    # The renders' change, low-passed: colour and tone move, the renders' own artefacts (a
+    # green fringe round an eye) do not.
+    delta = cv2.GaussianBlur(_lab(a1) - _lab(a0), (0, 0), max(1.0, settings.appearance_smooth * a0.shape[0]))
     if colour_shift is not None:  # the renders' own mean change gives way to the photos' real difference
         inside = inner_mask > 0.5
         delta = delta - delta[inside].mean(0) + colour_shift if inside.any() else delta + colour_shift

@@ -142,7 +142,7 @@ def edit_aligned(
     else:
         raise ValueError("edit_aligned needs a geometry photo or a geometry sketch")
     all_codes = editor.appearance_codes(faces_to_tensor(np.stack(faces), device))  # one batch for every donor
-    codes = {p: all_codes[p][:1] for p in PARTS}
+    codes = {p: v[:1] for p, v in all_codes.items()}  # PARTS, and what a wrapper adds (colour_norm: the light)
     for k, part in enumerate(overrides, start=1):
         codes[part] = all_codes[part][k : k + 1]
     return tensor_to_faces(editor.render(geometry, codes))[0]
@@ -255,9 +255,14 @@ def compose_edit(editor, target: AlignedFace, edited: np.ndarray, sketch: np.nda
     if appearance is not None:  # the appearance photos' own colours, part by part ("bg": the one for every part)
         from pipeline.editing.compose import photo_colour_shift
 
-        shift = photo_colour_shift(own, {"bg": appearance[0], **appearance[1]}, editor.boxes)
+        shift, _ = photo_colour_shift(own, {"bg": appearance[0], **appearance[1]}, editor.boxes)
+    within = None
+    if geometry is not None and target.landmarks is not None:  # the face moves; hair and background stay
+        from pipeline.editing.blend import face_region_mask
+
+        within = face_region_mask(target.landmarks, r)
     return compose(target.photo, target.transform, geometry=geometry, sketches=sketches, appearance=changes,
-                   inner_mask=mask, colour_shift=shift, settings=settings)
+                   inner_mask=mask, colour_shift=shift, within=within, settings=settings)
 
 
 def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06, own_colours: bool = True) -> np.ndarray:

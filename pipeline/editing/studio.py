@@ -169,7 +169,9 @@ class Composition:
     g1: np.ndarray  # ... of the edited sketch (and attributes), the photo's appearance
     a1: np.ndarray | None  # ... of the same with the donors' appearance (None: no donor)
     sketches: tuple[np.ndarray, np.ndarray] | None  # (own, edited) when strokes alone moved the face
-    mask: np.ndarray  # (R,R) inner-face mask
+    inner: np.ndarray  # (R,R) the inner-face mask: where an attribute may move the face
+    mask: np.ndarray  # (R,R) where the appearance may change: the inner face (within the donors' parts)
+    region: np.ndarray  # (R,R) the face with its outline (blend.face_region_mask): where strokes may move it
     colour_shift: np.ndarray | None  # (R,R,3) Lab: the donors' photos' colours against the photo's own
     settings: Any
 
@@ -178,7 +180,8 @@ class Composition:
 
         geometry = None if self.g1 is self.g0 else (self.g0, self.g1)
         appearance = None if self.a1 is None else (self.g1, self.a1)
-        within = self.mask if geometry is not None and self.sketches is None else None  # attributes: the inner face
+        # where a geometry edit may move the photo: attributes the inner face, strokes the whole face
+        within = None if geometry is None else (self.inner if self.sketches is None else self.region)
         return compose(photo, transform, geometry=geometry, sketches=self.sketches, appearance=appearance,
                        inner_mask=self.mask, colour_shift=self.colour_shift, within=within, settings=self.settings)
 
@@ -370,15 +373,19 @@ class Studio:
         g0 = opened.base[1]
         g1 = g0 if not (changed.any() or steps) else forward(sketch, opened.codes, steps)
         a1 = forward(sketch, codes, steps) if donors else None
-        shift = None
-        if donors:  # the donors' own colours, part by part (editing.compose.photo_colour_shift)
+        shift, appearance_mask = None, opened.mask
+        if donors:  # the donors' own colours, part by part, where their parts are (editing.compose.photo_colour_shift)
             from pipeline.editing.compose import photo_colour_shift
 
             faces = {"bg": donors[ALL].face} if ALL in donors else {}
             faces.update({p: donors[g].face for g, parts in GROUPS.items() if g in donors for p in parts})
-            shift = photo_colour_shift(opened.face.face, faces, self.editor.boxes)
+            shift, where = photo_colour_shift(opened.face.face, faces, self.editor.boxes)
+            appearance_mask = opened.mask * where
+        from pipeline.editing.blend import face_region_mask
+
         recipe = Composition(g0, g1, a1, (opened.sketch, sketch) if changed.any() and not steps else None,
-                             opened.mask, shift, self.compose_settings)
+                             opened.mask, appearance_mask, face_region_mask(opened.face.landmarks, r), shift,
+                             self.compose_settings)
         face = recipe.apply(opened.face.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
         photo = recipe.apply(*opened.photo_at(paste_side)) if paste else None
         region = self.stroke_region(changed) if changed.any() else None

@@ -171,7 +171,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
     from pipeline.data.landmarks import detect_landmarks
     from pipeline.data.sketch.synthesis import synthesize_sketches
-    from pipeline.editing.blend import inner_face_mask
+    from pipeline.editing.blend import face_region_mask, inner_face_mask
     from pipeline.editing.compose import compose, photo_colour_shift
     from pipeline.editing.edit import AlignedFace, _sketch_tensor, paste_edited
     from pipeline.evaluation import metrics as M
@@ -200,6 +200,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
         return paste_edited(target, render, own_colours=own)
 
     base = renders(own_sketch, np.arange(n))
+    regions = [face_region_mask(landmarks[i], r) for i in range(n)]  # where a geometry edit may move the photo
     if s >= 256 and dlib.upsample > 0:  # photo-sized faces need no upsampling (and take 4x longer with it)
         dlib = dlib.copy()
         dlib.upsample = 0
@@ -216,8 +217,8 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
         edits = [local_edit(own_sketch[i], landmarks[i], landmarks[other[i]], feature, style) for i in range(n)]
         r1 = renders(np.stack([e.sketch for e in edits]), np.arange(n))
         outs = {"compose": np.stack([compose(photos[i], t_photo, geometry=(base[i], r1[i]),
-                                             sketches=(own_sketch[i], edits[i].sketch), settings=settings)
-                                     for i in range(n)]),
+                                             sketches=(own_sketch[i], edits[i].sketch), within=regions[i],
+                                             settings=settings) for i in range(n)]),
                 "full": np.stack([full(i, r1[i]) for i in range(n)])}
         drawn = np.stack([e.drawn for e in edits])
         rest = [k for k in range(68) if k not in idx]
@@ -258,7 +259,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     photo_lm = landmarks * scale
     masks = [inner_face_mask(landmarks[i], r, feather=settings.feather) for i in range(n)]
     swaps = {"compose": np.stack([compose(photos[i], t_photo, appearance=(a0[i], a1[i]), inner_mask=masks[i],
-                                          colour_shift=photo_colour_shift(faces[i], {"bg": faces[other[i]]}, editor.boxes),
+                                          colour_shift=photo_colour_shift(faces[i], {"bg": faces[other[i]]}, editor.boxes)[0],
                                           settings=settings) for i in range(n)]),
              "full": np.stack([full(i, a1[i], own=False) for i in range(n)])}
     lab_photo = inner_lab_means(photos, photo_lm, device)
@@ -283,7 +284,8 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     drawings = np.stack([unseen_style_drawing(drawn_lm[i], r, rng) for i in range(n)])
     r1 = renders(drawings, np.arange(n))
     outs = {"compose": np.stack([compose(photos[i], t_photo, geometry=(base[i], r1[i]),
-                                         sketches=(own_sketch[i], drawings[i]), settings=settings) for i in range(n)]),
+                                         sketches=(own_sketch[i], drawings[i]), within=regions[i], settings=settings)
+                                 for i in range(n)]),
             "full": np.stack([full(i, r1[i]) for i in range(n)])}
     metrics["drawing"] = {"nulls": {"drawn_to_own": float(np.nanmean(M.landmark_nme(drawn_lm, landmarks))),
                                     "photo_to_drawn": float(np.nanmean(M.landmark_nme(lm_photo, drawn_lm)))}}

@@ -240,7 +240,9 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     profile = get_profile(cfg.profile)
     device = resolve_device(cfg.device)
     if editor is None:
-        editor = load_editor(cfg.models_dir, profile, device)
+        from pipeline.editing.colour_norm import with_colour_range
+
+        editor = with_colour_range(load_editor(cfg.models_dir, profile, device), cfg.models_dir)
     cfg.validate()
     data = load_test_set(cfg, profile.resolution, split=cfg.split)
     nulls = training_nulls(cfg, profile.resolution)

@@ -25,20 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline import PARTS
-
-
-def random_editor(profile, device):
-    from pipeline.core.profiles import part_boxes
-    from pipeline.models import networks as N
-    from pipeline.models.editor import Editor
-
-    torch.manual_seed(0)
-    shared = {"image_encoder": N.image_encoder(profile).to(device).eval(),
-              "sketch_encoder": N.sketch_encoder(profile).to(device).eval(),
-              "generator": N.PartGenerator(profile).to(device).eval()}
-    return Editor(profile, part_boxes(profile.resolution), {p: shared for p in PARTS},
-                  N.GlobalFusion(profile).to(device).eval())
+from benchmarks.edit import random_editor  # one module per kind shared by the parts
 
 
 def one_edit(editor, target, own_sketch, edited_sketch, other_face):

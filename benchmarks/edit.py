@@ -31,6 +31,7 @@ def random_editor(profile: Profile, device: torch.device) -> Editor:
 
     torch.manual_seed(0)
     shared = {"image_encoder": N.image_encoder(profile).to(device).eval(),
+              "sketch_encoder": N.sketch_encoder(profile).to(device).eval(),
               "generator": N.PartGenerator(profile).to(device).eval()}
     return Editor(profile, part_boxes(profile.resolution), {p: shared for p in PARTS},
                   N.GlobalFusion(profile).to(device).eval())

@@ -20,9 +20,7 @@ import torch
 
 STATS_KEY = "_lab_stats"  # rides along the appearance codes: (N,6) Lab mean and std of the photo
 
-# The central face region of an FFHQ-aligned crop, fractions (left, top, right, bottom): skin,
-# eyes, nose and mouth, little hair or background.
-FACE_REGION = (0.28, 0.34, 0.72, 0.84)
+from pipeline.editing.compose import FACE_REGION  # the central face: skin, eyes, nose, mouth
 
 
 def lab_stats(x: torch.Tensor) -> torch.Tensor:

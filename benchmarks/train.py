@@ -1,6 +1,7 @@
 """Training throughput per stage and the share of step time spent outside the model.
 
     python -m benchmarks.train --profile small --steps 20
+    python -m benchmarks.train --profile paper        # what a full-scale run costs (benchmarks.train_cost)
 
 Runs every stage (sketch_ae, image_encoder, local per part; then fusion) for `--steps` steps in
 a temporary directory, on `--components` if given, else on a synthetic components set of
@@ -36,7 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--amp", choices=("on", "off", "both"), default="on",
                     help="bf16 autocast (on: where it pays, see training.loop.bf16_autocast_pays); "
                          "both: run fp32 and bf16 and print the speed-up per stage")
-    args = ap.parse_args(argv)
+    args, rest = ap.parse_known_args(argv)
+    if args.profile == "paper":  # a few steps per stage at 512 px: the cost table and the GPU projection
+        from benchmarks.train_cost import main as cost
+
+        return cost(["--profile", "paper", *rest])
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
 
     import torch
 

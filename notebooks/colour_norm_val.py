@@ -2,6 +2,7 @@
 light better than the trained networks alone? Measured on the **val** faces, clean and shifted.
 
     python notebooks/colour_norm_val.py --models models --out outputs/colour_norm --k 0,1,2
+    python notebooks/colour_norm_val.py --k 1,1/none,1/1/2 --skip-plain    # spreads left alone; a trigger
 
 Writes <out>/plain.json and <out>/k<K>.json (evaluate's metrics on val, the same models
 without and with the wrapper, photos moved into the training faces' mean +- K std; K = 0 moves
@@ -21,7 +22,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="models")
     ap.add_argument("--out", default="outputs/colour_norm")
-    ap.add_argument("--k", default="0,2", help="comma-separated range widths to try")
+    ap.add_argument("--k", default="0,2", help="comma-separated range widths to try: K (means and spreads), "
+                                               "K/KS (spreads at KS; KS 'none': spreads never moved) or K/KS/T "
+                                               "(moved only once a statistic leaves mean +- T std)")
+    ap.add_argument("--skip-plain", action="store_true", help="do not evaluate the models without the wrapper")
+    ap.add_argument("--geometry-plain", action="store_true", help="the geometry encoder sees the photo unmoved")
+    ap.add_argument("--region", default="auto", choices=("auto", "face", "all"), help="where the move is made (ColourRangeConfig)")
     args = ap.parse_args()
 
     import numpy as np
@@ -37,10 +43,14 @@ def main() -> None:
     cfg = config_from("evaluate", EvalConfig, split="val", models_dir=args.models)
     editor = load_editor(args.models, get_profile(cfg.profile), "cpu")
     train = np.asarray(load_npy(Path(cfg.components) / "train" / "bg_photo.npy"))
-    editors = {"plain": editor}
-    for k in (float(v) for v in args.k.split(",")):
-        r = colour_range(train, k)
-        editors[f"k{k:g}"] = ColourNormalised(editor, r["low"], r["high"])
+    editors = {} if args.skip_plain else {"plain": editor}
+    for spec in args.k.split(","):
+        k, ks, trigger = (spec.split("/") + [None, None])[:3]
+        spread = float(k) if ks is None else None if ks == "none" else float(ks)
+        r = colour_range(train, float(k), spread, None if trigger is None else float(trigger), args.region)
+        editors[f"k{spec.replace('/', '_')}_{args.region}{'_geometry_plain' if args.geometry_plain else ''}"] = ColourNormalised(
+            editor, r["low"], r["high"], r.get("trigger_low"), r.get("trigger_high"), args.region,
+            move_geometry=not args.geometry_plain)
     runs = {}
     for name, ed in editors.items():
         runs[name] = evaluate(replace(cfg, metrics_path=str(out / f"{name}.json"), plots_dir=str(out / name)), editor=ed)

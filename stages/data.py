@@ -203,7 +203,8 @@ def colour_range(
     photos = components_dir / "train" / "bg_photo.npy"
     require_inputs({photos: "components"})
     cfg = config_from("colour_range", ColourRangeConfig, k=k)
-    r = measure(load_npy(photos), cfg.k)
+    r = measure(load_npy(photos), cfg.k, cfg.k_spread, cfg.trigger, cfg.region, cfg.move_geometry)
     save_json(out, r)
-    report("colour_range", {"faces": r["n_faces"], "k": cfg.k})
+    report("colour_range", {"faces": r["n_faces"], "k": cfg.k, "k_spread": -1 if cfg.k_spread is None else cfg.k_spread,
+                                 "trigger": -1 if cfg.trigger is None else cfg.trigger})
 

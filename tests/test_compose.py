@@ -54,15 +54,27 @@ def test_a_geometry_edit_moves_the_photos_own_pixels_and_nothing_else():
     assert np.array_equal(out[:, 4 * 52:], photo[:, 4 * 52:])
 
 
-def test_strokes_the_model_ignores_move_nothing():
-    """The motion is taken only where the networks changed the face: a model that ignores the
-    sketch (r0 == r1) leaves the photo as it was, whatever was drawn."""
-    photo = _face(30)
+def test_the_drawing_moves_the_photo_even_where_the_networks_barely_redraw():
+    """With sketches the strokes say where: a render that ignores the edit (r0 == r1, as the
+    small models nearly do for a redrawn eye) still has the photo follow the drawing."""
+    photo = _face(30, 4 * R)
+    t = np.array([[0.25, 0, 0], [0, 0.25, 0]])
+    r = _face(30)
+    out = compose(photo, t, geometry=(r, r), sketches=(_sketch(30), _sketch(35)))
+    centre = np.flatnonzero(out[4 * 32, :, 0] < 100).mean() / 4
+    assert centre == pytest.approx(35, abs=1.5)
+
+
+def test_edits_without_sketches_move_only_where_the_model_changed_the_face():
+    """Attributes have no strokes: the renders' own change says where; none, and the photo stays."""
+    photo = _face(30, 4 * R)
+    t = np.array([[0.25, 0, 0], [0, 0.25, 0]])
     r = _face(30)
     assert not change_support(r, r).any()
-    out = compose(photo, np.array([[1.0, 0, 0], [0, 1.0, 0]]), geometry=(r, r),
-                  sketches=(_sketch(30), _sketch(40)))
-    assert np.array_equal(out, photo)
+    assert np.array_equal(compose(photo, t, geometry=(r, r)), photo)
+    out = compose(photo, t, geometry=(r, _face(35)))
+    centre = np.flatnonzero(out[4 * 32, :, 0] < 100).mean() / 4
+    assert centre > 32  # the renders' motion carried the bar toward the edit
 
 
 def test_an_appearance_edit_changes_colour_inside_the_mask_only():

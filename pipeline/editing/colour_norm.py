@@ -7,6 +7,13 @@ encoders see the photo, and the render is moved back to the photo's own statisti
 under a cast or an exposure the networks never saw is thus rendered in light they know, and its
 own cast and exposure travel around them; a photo inside the range is left exactly as it is.
 
+Where the move is made (`region`): a cast or an exposure lies on the whole crop, backdrop
+included, so the whole crop is moved; but statistics outside the range also come from people
+(a dark skin is "far" from London's mean), and moving a white backdrop with such a face clips
+it, so the move back greys it. `auto` moves the whole crop unless that pushes more than 5 % of
+the backdrop out of gamut, then the face only (face_weight). On val: clean PSNR 21.50 (whole
+crop always), 21.83 (face only), 22.10 (auto), 21.93 without the wrapper.
+
 Moving every photo to the training mean instead (the first version, k = 0) carried the casts
 but cost 1.9 dB of PSNR on the clean val faces (README "Photos from anywhere").
 """
@@ -18,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-STATS_KEY = "_lab_stats"  # rides along the appearance codes: (N,6) Lab mean and std of the photo
+STATS_KEY = "_lab_stats"  # rides along the appearance codes: (N,13) the photo's Lab statistics, the moved ones, whole-crop flag
+REGIONS = ("auto", "face", "all")
 
 from pipeline.editing.compose import FACE_REGION  # the central face: skin, eyes, nose, mouth
 
@@ -33,14 +41,40 @@ def lab_stats(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([lab.mean(2), lab.std(2).clamp_min(1.0)], 1)
 
 
-def move_stats(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-    """(N,3,R,R) images in [-1, 1] with their Lab statistics moved from `src` to `dst` ((N,6) each)."""
+def face_weight(r: int, device=None, reach: float = 0.12) -> torch.Tensor:
+    """(1,1,R,R) in [0,1]: 1 over FACE_REGION (where the statistics are taken), falling to 0
+    within `reach` of the crop beyond it, before most of the backdrop. The move is made (and
+    undone) under this weight only: the statistics describe the face, and moving a bright
+    backdrop with them clips it (a dark-skinned val face moved toward London's mean and back
+    came out on a grey backdrop, 22.1 -> 14.6 dB)."""
+    left, top, right, bottom = FACE_REGION
+    t = torch.linspace(0, 1, r, device=device)
+    dx = (left - t).clamp_min(0) + (t - right).clamp_min(0)
+    dy = (top - t).clamp_min(0) + (t - bottom).clamp_min(0)
+    dist = (dy[:, None] ** 2 + dx[None, :] ** 2).sqrt()
+    return (1 - dist / reach).clamp(0, 1)[None, None]
+
+
+def move_stats(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor | None = None,
+               clip_share: bool = False):
+    """(N,3,R,R) images in [-1, 1] with their Lab statistics moved from `src` to `dst` ((N,6)
+    each), under `weight` ((N or 1,1,R,R) in [0,1], default everywhere). With `clip_share`, also
+    (N,) the share of pixels outside face_weight that the whole-crop move pushes out of gamut."""
     import kornia.color
 
-    lab = kornia.color.rgb_to_lab(((x.float() + 1) / 2).clamp(0, 1))
+    rgb = ((x.float() + 1) / 2).clamp(0, 1)
+    lab = kornia.color.rgb_to_lab(rgb)
     m0, s0, m1, s1 = (t[:, :, None, None] for t in (src[:, :3], src[:, 3:], dst[:, :3], dst[:, 3:]))
-    out = kornia.color.lab_to_rgb((lab - m0) / s0 * s1 + m1).clamp(0, 1)
-    return (out * 2 - 1).to(x.dtype)
+    raw = kornia.color.lab_to_rgb((lab - m0) / s0 * s1 + m1, clip=False)
+    out = raw.clamp(0, 1)
+    if weight is not None:
+        out = rgb + weight.to(out) * (out - rgb)
+    out = (out * 2 - 1).to(x.dtype)
+    if not clip_share:
+        return out
+    off = ((raw < -0.02) | (raw > 1.02)).any(1).float()  # (N,R,R)
+    backdrop = face_weight(x.shape[-1], x.device)[:, 0] < 0.5
+    return out, (off * backdrop).flatten(1).sum(1) / backdrop.sum()
 
 
 class ColourNormalised:
@@ -48,27 +82,51 @@ class ColourNormalised:
     each) are moved into it on the way in, and renders moved back to their appearance photo's
     own statistics on the way out. Samples inside the range pass through untouched."""
 
-    def __init__(self, editor, low: np.ndarray | torch.Tensor, high: np.ndarray | torch.Tensor) -> None:
+    def __init__(self, editor, low: np.ndarray | torch.Tensor, high: np.ndarray | torch.Tensor,
+                 trigger_low: np.ndarray | torch.Tensor | None = None,
+                 trigger_high: np.ndarray | torch.Tensor | None = None, region: str = "auto",
+                 max_clipped: float = 0.05, move_geometry: bool = True) -> None:
+        if region not in REGIONS:
+            raise ValueError(f"region must be one of {REGIONS}, got {region!r}")
         self.editor = editor
+        # face: moved under face_weight, the backdrop left as it is; all: the whole crop; auto:
+        # the whole crop unless that pushes more than `max_clipped` of the backdrop out of gamut.
+        self.region, self.max_clipped = region, max_clipped
+        self.move_geometry = move_geometry  # False: the geometry encoder sees the photo as it is
         self.low = torch.as_tensor(np.asarray(low, np.float32))
         self.high = torch.as_tensor(np.asarray(high, np.float32))
+        # A photo is moved only once a statistic leaves [trigger_low, trigger_high] (wider than
+        # [low, high]): photos from the training faces' own light pass untouched.
+        self.trigger_low = self.low if trigger_low is None else torch.as_tensor(np.asarray(trigger_low, np.float32))
+        self.trigger_high = self.high if trigger_high is None else torch.as_tensor(np.asarray(trigger_high, np.float32))
 
     def __getattr__(self, name):  # profile, boxes, device, fusion, sketch_from_geometry, ...
         return getattr(self.editor, name)
 
+    def _weight(self, x: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+        """(N,1,R,R): the whole crop for samples whose `whole` flag is set, else the face only."""
+        face = face_weight(x.shape[-1], x.device)
+        return torch.where(whole.to(x.device).bool()[:, None, None, None], torch.ones_like(face), face)
+
     def _normalised(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(faces moved into the range, (N,12) their own statistics then the moved ones)."""
+        """(faces moved into the range, (N,13) their own statistics, the moved ones, and 1 where
+        the whole crop was moved, 0 where the face only)."""
         stats = lab_stats(faces)
-        target = torch.maximum(torch.minimum(stats, self.high.to(stats.device)), self.low.to(stats.device))
-        outside = (target != stats).any(1)
+        dev = stats.device
+        outside = ((stats < self.trigger_low.to(dev)) | (stats > self.trigger_high.to(dev))).any(1)
+        target = torch.where(outside[:, None], torch.maximum(torch.minimum(stats, self.high.to(dev)), self.low.to(dev)), stats)
+        whole = torch.full((len(faces),), float(self.region != "face"), device=dev)
         if bool(outside.any()):
-            moved = move_stats(faces[outside], stats[outside], target[outside])
+            if self.region == "auto":  # the whole crop (a cast lies on the backdrop too) unless that clips the backdrop
+                _, clipped = move_stats(faces[outside], stats[outside], target[outside], clip_share=True)
+                whole[outside] = (clipped <= self.max_clipped).float()
+            moved = move_stats(faces[outside], stats[outside], target[outside], self._weight(faces[outside], whole[outside]))
             faces = faces.clone()
             faces[outside] = moved
-        return faces, torch.cat([stats, target], 1)
+        return faces, torch.cat([stats, target, whole[:, None]], 1)
 
     def geometry_from_photo(self, faces: torch.Tensor):
-        return self.editor.geometry_from_photo(self._normalised(faces)[0])
+        return self.editor.geometry_from_photo(self._normalised(faces)[0] if self.move_geometry else faces)
 
     def appearance_codes(self, faces: torch.Tensor):
         x, stats = self._normalised(faces)
@@ -82,11 +140,12 @@ class ColourNormalised:
         stats = codes.get(STATS_KEY)
         if stats is None:
             return out
-        own, moved = stats[:, :6].to(out.device), stats[:, 6:].to(out.device)
+        stats = stats.to(out.device)
+        own, moved, whole = stats[:, :6], stats[:, 6:12], stats[:, 12]
         back = (own != moved).any(1)
         if bool(back.any()):
             out = out.clone()
-            out[back] = move_stats(out[back], moved[back], own[back])
+            out[back] = move_stats(out[back], moved[back], own[back], self._weight(out[back], whole[back]))
         return out
 
 
@@ -97,19 +156,38 @@ RANGE_FILE = "colour_range.json"
 class ColourRangeConfig:
     """params.yaml `colour_range:`."""
 
-    k: float = 1.0  # photos are moved into mean +- k std of the training faces' statistics
+    k: float = 1.0  # photos' Lab means are moved into mean +- k std of the training faces'
+    k_spread: float | None = 1.0  # ... and their Lab spreads into mean +- k_spread std; None: spreads never moved
+    trigger: float | None = None  # a photo is moved only when a statistic leaves mean +- trigger std (None: = k)
+    region: str = "auto"  # where the move is made and undone: face (face_weight) | all (the crop) | auto (all unless the backdrop clips)
+    move_geometry: bool = True  # the geometry encoder sees the moved photo too (False: the photo as it is)
 
 
-def colour_range(faces: np.ndarray, k: float, batch_size: int = 64) -> dict:
+def colour_range(faces: np.ndarray, k: float, k_spread: float | None = None, trigger: float | None = None,
+                 region: str = "auto", move_geometry: bool = True, batch_size: int = 64) -> dict:
     """The training faces' light: mean and std of each face's Lab statistics over (N,R,R,3)
-    uint8 faces, and the range mean +- k std that photos are moved into."""
+    uint8 faces, and the range photos are moved into: mean +- k std for the three Lab means,
+    mean +- k_spread std for the three spreads (k_spread None: any spread is in range); a photo
+    is moved only once a statistic leaves mean +- trigger std (None: the range itself)."""
     from pipeline.core.tensors import faces_to_tensor
 
     stats = torch.cat([lab_stats(faces_to_tensor(np.ascontiguousarray(faces[a:a + batch_size]), torch.device("cpu")))
                        for a in range(0, len(faces), batch_size)])
     mean, std = stats.mean(0), stats.std(0)
-    return {"k": k, "n_faces": len(faces), "mean": mean.tolist(), "std": std.tolist(),
-            "low": (mean - k * std).tolist(), "high": (mean + k * std).tolist(),
+    width = torch.tensor([k] * 3 + [k if k_spread is None else k_spread] * 3)
+    low, high = mean - width * std, mean + width * std
+    if k_spread is None:  # spreads are >= 1 (lab_stats); 1e6 is beyond any image's
+        low[3:], high[3:] = 0.0, 1e6
+    out = {"k": k, "k_spread": k_spread, "trigger": trigger, "region": region, "move_geometry": move_geometry,
+           "n_faces": len(faces), "mean": mean.tolist(),
+           "std": std.tolist(), "low": low.tolist(), "high": high.tolist()}
+    if trigger is not None:
+        wide = torch.maximum(width, torch.full_like(width, trigger))
+        t_low, t_high = mean - wide * std, mean + wide * std
+        if k_spread is None:
+            t_low[3:], t_high[3:] = 0.0, 1e6
+        out.update(trigger_low=t_low.tolist(), trigger_high=t_high.tolist())
+    return {**out,
             "stats": "Lab mean L, a, b then std L, a, b of the central face region (colour_norm.FACE_REGION)"}
 
 
@@ -123,4 +201,6 @@ def with_colour_range(editor, models_dir):
     if not path.exists():
         return editor
     r = json.loads(path.read_text())
-    return ColourNormalised(editor, r["low"], r["high"])
+    return ColourNormalised(editor, r["low"], r["high"], r.get("trigger_low"), r.get("trigger_high"),
+                            r.get("region", "all"),  # files written before `region` existed moved the whole crop
+                            move_geometry=r.get("move_geometry", True))

@@ -489,7 +489,7 @@ class Trainer:
             wall = time.perf_counter() - t_start
             steps_run = step - start
             self.save_checkpoint(task, step)
-            self._export(task)
+            self.export(task)
             if live is not None:
                 # Metrics stay numeric (dvc metrics show); text notes live in the JSON beside the weights.
                 live.summary.update({k: v for k, v in task.summary().items() if isinstance(v, (bool, int, float))})
@@ -515,7 +515,8 @@ class Trainer:
                 group.setdefault("base_lr", group["lr"])  # saved with the optimiser: resumes exactly
                 group["lr"] = group["base_lr"] * factor
 
-    def _export(self, task: Task) -> None:
+    def export(self, task: Task) -> None:
+        """Write the task's weights and their JSON (rank 0 only): what later stages load."""
         if not self.is_main:
             return
         from pipeline.models.weights import save_modules_safetensors

@@ -109,18 +109,17 @@ def _measure_in_child(stage: str, part: str, profile: str, batch: int, steps: in
                        "root": str(root), "components": str(components), "aligned": str(aligned), "amp": amp})
     done = subprocess.run([sys.executable, "-m", "benchmarks.train_cost", "--child", spec],
                           capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{stage}/{part} at batch {batch} failed:\n{done.stderr[-2000:]}")
+    if done.returncode != 0:  # out of memory (killed: -9) or an error: reported, the others still run
+        why = "killed (out of memory?)" if done.returncode < 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"stage": stage, "part": part, "batch": batch, "failed": f"exit {done.returncode}: {why}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def project(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gpu: int, recipe: dict[str, int]) -> Table:
-    name, peak = GPUS[gpu]
-    table = Table(title=f"projection: README full-scale recipe, global batch {global_batch}, {name} "
-                        f"at {mfu:.0%} of {peak / 1e12:.0f} TFLOP/s bf16, {per_gpu} image(s) per GPU")
-    for col in ("stage", "parts", "steps / part", "GFLOP / image (largest part)", "GPU hours", "memory / GPU (GB, fp32 bound)"):
-        table.add_column(col, justify="right")
-    total = 0.0
+def projection(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gpu: int,
+               recipe: dict[str, int]) -> list[dict]:
+    """Per measured stage: GPU hours for the recipe's steps and the largest part's memory per GPU."""
+    peak = GPUS[gpu][1]
+    out = []
     for stage, steps in recipe.items():
         mine = [r for r in rows if r["stage"] == stage]
         if not mine:
@@ -128,7 +127,6 @@ def project(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gpu: 
         parts = sorted({r["part"] for r in mine})
         one = {p: min((r for r in mine if r["part"] == p), key=lambda r: r["batch"]) for p in parts}
         hours = sum(steps * global_batch * one[p]["flops_per_image"] for p in parts) / (mfu * peak) / 3600
-        total += hours
         mems = []
         for p in parts:
             by_b = {r["batch"]: r["peak_bytes"] - (r["base_bytes"] if r["peak_kind"] == "rss" else 0.0)
@@ -137,9 +135,23 @@ def project(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gpu: 
                 mems.append(by_b[1] + (per_gpu - 1) * max(0.0, by_b[2] - by_b[1]))
             else:
                 mems.append(max(by_b.values()) * per_gpu / max(by_b))
-        table.add_row(stage, ",".join(parts), f"{steps}", f"{max(one[p]['flops_per_image'] for p in parts) / 1e9:.1f}",
-                      f"{hours:.1f}", f"{max(mems) / 1e9:.1f}")
-    table.add_row("all", "", "", "", f"{total:.1f}", "")
+        out.append({"stage": stage, "parts": parts, "steps": steps, "gpu_hours": hours,
+                    "max_flops_per_image": max(one[p]["flops_per_image"] for p in parts), "memory_bytes": max(mems)})
+    return out
+
+
+def project(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gpu: int, recipe: dict[str, int]) -> Table:
+    name, peak = GPUS[gpu]
+    table = Table(title=f"projection: README full-scale recipe, global batch {global_batch}, {name} "
+                        f"at {mfu:.0%} of {peak / 1e12:.0f} TFLOP/s bf16, {per_gpu} image(s) per GPU")
+    for col in ("stage", "parts", "steps / part", "GFLOP / image (largest part)", "GPU hours",
+                "memory / GPU (GB, fp32 bound)"):
+        table.add_column(col, justify="right")
+    stages = projection(rows, gpu, mfu, global_batch, per_gpu, recipe)
+    for st in stages:
+        table.add_row(st["stage"], ",".join(st["parts"]), f"{st['steps']}", f"{st['max_flops_per_image'] / 1e9:.1f}",
+                      f"{st['gpu_hours']:.1f}", f"{st['memory_bytes'] / 1e9:.1f}")
+    table.add_row("all", "", "", "", f"{sum(st['gpu_hours'] for st in stages):.1f}", "")
     return table
 
 
@@ -190,6 +202,10 @@ def main(argv: list[str] | None = None) -> None:
             for stage, part in runs:
                 r = _measure_in_child(stage, part, profile.name, batch, args.steps, root / f"b{batch}", comps,
                                       root / "aligned", args.amp == "on")
+                if "failed" in r:
+                    console.print(f"{stage}/{part} batch {batch}: {r['failed']}", highlight=False)
+                    table.add_row(stage, part, str(batch), "failed", "", "", "", "")
+                    continue
                 rows.append(r)
                 table.add_row(stage, part, str(batch), f"{r['s_per_step']:.2f}", f"{r['peak_bytes'] / 1e9:.2f}",
                               f"{r['base_bytes'] / 1e9:.2f}" if r["peak_kind"] == "rss" else "-",

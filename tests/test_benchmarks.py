@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -39,3 +41,31 @@ def test_dtype_benchmark_prints_both_dtypes_and_the_psnr():
     assert re.search(r"^fp32\s+\d+\.\d\d\s+1\.00\s+\d+\.\d\d\s+1\.00\s+-$", text, re.M), text
     m = re.search(r"^bf16\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+(\d+\.\d|inf) dB$", text, re.M)
     assert m and float(m.group(1)) > 20, text
+
+
+def test_paper_cost_projection_follows_flops_steps_and_the_gpu():
+    """GPU hours = steps x global batch x FLOPs per image / (utilisation x peak), summed over
+    parts; memory per GPU extrapolated from micro-batches 1 and 2, less the idle interpreter."""
+    from benchmarks.train_cost import GPUS, projection
+
+    rows = [{"stage": "local", "part": p, "batch": b, "flops_per_image": f, "peak_kind": "rss", "base_bytes": 1e9,
+             "peak_bytes": 1e9 + m1 + (b - 1) * per} for p, f, m1, per in (("mouth", 2e12, 4e9, 1e9), ("bg", 6e12, 8e9, 3e9))
+            for b in (1, 2)]
+    stages = projection(rows, "a100", 0.5, 8, 2, {"local": 1000, "fusion": 10})
+    assert [st["stage"] for st in stages] == ["local"]  # fusion was not measured: no row
+    expected = 1000 * 8 * (2e12 + 6e12) / (0.5 * GPUS["a100"][1]) / 3600
+    assert stages[0]["gpu_hours"] == pytest.approx(expected)
+    assert stages[0]["memory_bytes"] == pytest.approx(8e9 + 3e9)  # bg, the larger, at 2 images per GPU
+
+
+def test_scale_benchmark_makes_distinct_decodable_photos(london: Path, tmp_path: Path):
+    import cv2
+
+    from benchmarks.scale import make_photos
+
+    out = make_photos(london, tmp_path / "photos", 4)
+    files = sorted(out.glob("*.jpg"))
+    assert [f.name for f in files] == ["00000_0.jpg", "00000_1.jpg", "00001_0.jpg", "00001_1.jpg"]
+    images = [cv2.imread(str(f)) for f in files]
+    assert all(im is not None and 512 <= min(im.shape[:2]) <= 1024 for im in images)
+    assert len({im.tobytes()[:4096] for im in images}) == 4

@@ -49,7 +49,7 @@ def test_photos_inside_the_range_pass_untouched_outside_are_moved_in_and_back():
     assert (seen <= torch.tensor(r["high"]) + 0.5).all() and (seen >= torch.tensor(r["low"]) - 0.5).all()
     out = ed.render({}, codes)
     assert (out - x).abs().mean() < 0.02  # the photo's own cast comes back
-    assert codes[STATS_KEY].shape == (2, 13)
+    assert codes[STATS_KEY].shape == (2, 17)
 
 
 def test_without_a_range_file_the_editor_is_used_as_it_is(tmp_path):
@@ -66,7 +66,7 @@ def test_without_a_range_file_the_editor_is_used_as_it_is(tmp_path):
 def test_spreads_can_be_left_alone_while_means_are_moved():
     train = _faces(16)
     r = colour_range(train, k=1.0, k_spread=None)
-    assert r["low"][3:] == [0.0] * 3 and r["high"][3:] == [1e6] * 3
+    assert r["low"][3:6] == [0.0] * 3 and r["high"][3:6] == [1e6] * 3
     mirror = Mirror()
     ed = ColourNormalised(mirror, r["low"], r["high"])
     rng = np.random.default_rng(1)
@@ -77,10 +77,10 @@ def test_spreads_can_be_left_alone_while_means_are_moved():
     assert (before[:, 2] > torch.tensor(r["high"][2]) + 5).all()
     ed.appearance_codes(x)
     seen = lab_stats(mirror.seen)
-    assert torch.allclose(seen[:, 3:], before[:, 3:], atol=0.5)  # a spread far above the training faces' stays
+    assert torch.allclose(seen[:, 3:6], before[:, 3:6], atol=0.5)  # a spread far above the training faces' stays
     assert (seen[:, :3] <= torch.tensor(r["high"][:3]) + 0.5).all()  # means are still moved into the range
     tight = colour_range(train, k=1.0, k_spread=1.0)
-    assert tight["high"][3:] != [1e6] * 3
+    assert tight["high"][3:6] != [1e6] * 3
 
 
 def test_a_trigger_leaves_photos_near_the_training_light_alone():
@@ -119,13 +119,30 @@ def test_auto_region_keeps_a_bright_backdrop_that_the_move_would_clip():
     ed = ColourNormalised(mirror, rng_range["low"], rng_range["high"], region="auto")
     x = faces_to_tensor(np.clip(dark, 0, 255).astype(np.uint8), torch.device("cpu"))
     codes = ed.appearance_codes(x)
-    assert float(codes[STATS_KEY][0, 12]) == 0.0  # the face only
+    assert float(codes[STATS_KEY][0, 16]) == 0.0  # the face only
     assert torch.allclose(mirror.seen[..., 0, 0], x[..., 0, 0], atol=1e-3)  # the backdrop as it was
     assert (ed.render({}, codes) - x).abs().mean() < 0.03
     cast = train[:1].astype(np.float64)
     cast[..., 2] *= 0.6  # yellow everywhere, backdrop included; nothing clips when it is taken out
     x = faces_to_tensor(cast.astype(np.uint8), torch.device("cpu"))
     codes = ed.appearance_codes(x)
-    assert float(codes[STATS_KEY][0, 12]) == 1.0  # the whole crop
+    assert float(codes[STATS_KEY][0, 16]) == 1.0  # the whole crop
     assert not torch.allclose(mirror.seen[..., 0, 0], x[..., 0, 0], atol=1e-2)
+    assert (ed.render({}, codes) - x).abs().mean() < 0.03
+
+
+def test_a_light_from_one_side_is_evened_out_on_the_way_in_and_put_back():
+    """The lightness slope across the face is one of the statistics: a side-lit photo reaches
+    the networks nearly evenly lit, and the render gets the photo's own slope back."""
+    train = _faces(16)
+    r = colour_range(train, k=1.0, region="all")
+    mirror = Mirror()
+    ed = ColourNormalised(mirror, r["low"], r["high"], region="all")
+    lit = train[:1].astype(np.float64)
+    lit *= np.linspace(0.55, 1.25, lit.shape[2])[None, None, :, None]  # darker on the left
+    x = faces_to_tensor(np.clip(lit, 0, 255).astype(np.uint8), torch.device("cpu"))
+    slope = float(lab_stats(x)[0, 6])
+    assert slope > r["high"][6] + 5
+    codes = ed.appearance_codes(x)
+    assert float(lab_stats(mirror.seen)[0, 6]) <= r["high"][6] + 0.5
     assert (ed.render({}, codes) - x).abs().mean() < 0.03

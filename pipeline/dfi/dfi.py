@@ -248,18 +248,21 @@ def fast_dfi(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> Fas
 
 
 def change_blend(faces: np.ndarray, recon: np.ndarray, edits: np.ndarray, landmarks: np.ndarray,
-                 feather: float = 0.06) -> np.ndarray:
+                 feather: float = 0.06, settings=None) -> np.ndarray:
     """(N,A,R,R,3) uint8: each aligned photo with each edit composed into it (editing.compose,
     the reconstruction as the unedited render, inside the inner-face mask): `dfe attribute`'s
-    default (`editing.edit.paste_change`) in the aligned frame."""
+    default (`editing.edit.paste_change`) in the aligned frame, with `settings` (a
+    ComposeSettings; None: params.yaml `edit.compose`, as `dfe attribute` uses it)."""
+    from pipeline.editing.compose import ComposeSettings
     from pipeline.editing.edit import AlignedFace, paste_change
 
+    settings = settings or ComposeSettings.from_params()
     identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
     out = np.empty_like(edits)
     for i in range(len(faces)):
         target = AlignedFace(faces[i], faces[i], identity, landmarks[i])
         for k in range(edits.shape[1]):
-            out[i, k] = paste_change(target, edits[i, k], recon[i], feather)
+            out[i, k] = paste_change(target, edits[i, k], recon[i], feather, settings)
     return out
 
 

@@ -1,9 +1,11 @@
 """Colour normalisation in and back out: an Editor that sees every photo within the light it learned.
 
-A photo's colour statistics (CIE Lab mean and spread of its central face region) that lie
-outside the range of the training faces' (mean +- k std per statistic, `models/colour_range.json`
-from the `colour_range` stage) are moved to the nearest edge of that range before the
-encoders see the photo, and the render is moved back to the photo's own statistics. A photo
+A photo's light statistics (CIE Lab mean and spread of its central face region, and the
+lightness slope across it: a light from one side) that lie outside the range of the training
+faces' (mean +- k std per statistic, `models/colour_range.json` from the `colour_range` stage)
+are moved to the nearest edge of that range before the encoders see the photo, and the render
+is moved back to the photo's own statistics. (The slope took side-lit val faces from 15.3 to
+19.6 dB, pooled shifted val PSNR 21.21 -> 21.61, clean unchanged.) A photo
 under a cast or an exposure the networks never saw is thus rendered in light they know, and its
 own cast and exposure travel around them; a photo inside the range is left exactly as it is.
 
@@ -25,20 +27,41 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-STATS_KEY = "_lab_stats"  # rides along the appearance codes: (N,13) the photo's Lab statistics, the moved ones, whole-crop flag
+STATS_KEY = "_lab_stats"  # rides along the appearance codes: (N,17) the photo's statistics, the moved ones, whole-crop flag
 REGIONS = ("auto", "face", "all")
 
 from pipeline.editing.compose import FACE_REGION  # the central face: skin, eyes, nose, mouth
 
 
+N_STATS = 8  # Lab means (3), Lab spreads (3), the lightness slope across the face (x, y)
+
+
+def _plane(r: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(R,R) x and y of the crop, centred on FACE_REGION and in units of its half-size: a
+    lightness slope of 1 rises by 1 L unit from the face's centre to its edge."""
+    left, top, right, bottom = FACE_REGION
+    t = (torch.arange(r, device=device, dtype=torch.float32) + 0.5) / r
+    x = (t - (left + right) / 2) / ((right - left) / 2)
+    y = (t - (top + bottom) / 2) / ((bottom - top) / 2)
+    return x[None, :].expand(r, r), y[:, None].expand(r, r)
+
+
 def lab_stats(x: torch.Tensor) -> torch.Tensor:
-    """(N,6) Lab mean and std of the central face region of (N,3,R,R) images in [-1, 1]."""
+    """(N,8) statistics of the central face region of (N,3,R,R) images in [-1, 1]: Lab mean;
+    Lab spread (lightness: around its fitted plane); lightness slope in x and in y (a light
+    from one side)."""
     import kornia.color
 
     r = x.shape[-1]
     left, top, right, bottom = (int(round(f * r)) for f in FACE_REGION)
     lab = kornia.color.rgb_to_lab(((x.float() + 1) / 2).clamp(0, 1))[..., top:bottom, left:right].flatten(2)
-    return torch.cat([lab.mean(2), lab.std(2).clamp_min(1.0)], 1)
+    px, py = (c[top:bottom, left:right].flatten() for c in _plane(r, x.device))
+    px, py = px - px.mean(), py - py.mean()
+    light = lab[:, 0] - lab[:, 0].mean(1, keepdim=True)
+    sx, sy = (light * px).sum(1) / (px * px).sum(), (light * py).sum(1) / (py * py).sum()
+    spread = lab.std(2)
+    spread[:, 0] = (light - sx[:, None] * px - sy[:, None] * py).std(1)
+    return torch.cat([lab.mean(2), spread.clamp_min(1.0), sx[:, None], sy[:, None]], 1)
 
 
 def face_weight(r: int, device=None, reach: float = 0.12) -> torch.Tensor:
@@ -57,15 +80,20 @@ def face_weight(r: int, device=None, reach: float = 0.12) -> torch.Tensor:
 
 def move_stats(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: torch.Tensor | None = None,
                clip_share: bool = False):
-    """(N,3,R,R) images in [-1, 1] with their Lab statistics moved from `src` to `dst` ((N,6)
-    each), under `weight` ((N or 1,1,R,R) in [0,1], default everywhere). With `clip_share`, also
+    """(N,3,R,R) images in [-1, 1] with their statistics (lab_stats) moved from `src` to `dst`
+    ((N,8) each), under `weight` ((N or 1,1,R,R) in [0,1], default everywhere). With `clip_share`, also
     (N,) the share of pixels outside face_weight that the whole-crop move pushes out of gamut."""
     import kornia.color
 
     rgb = ((x.float() + 1) / 2).clamp(0, 1)
     lab = kornia.color.rgb_to_lab(rgb)
-    m0, s0, m1, s1 = (t[:, :, None, None] for t in (src[:, :3], src[:, 3:], dst[:, :3], dst[:, 3:]))
-    raw = kornia.color.lab_to_rgb((lab - m0) / s0 * s1 + m1, clip=False)
+    m0, s0, m1, s1 = (t[:, :, None, None] for t in (src[:, :3], src[:, 3:6], dst[:, :3], dst[:, 3:6]))
+    # Lightness around its plane: the slope goes out with the source's and in with the target's,
+    # so that moving back (src and dst swapped) undoes the move exactly.
+    px, py = _plane(x.shape[-1], x.device)
+    ramp = lambda st: torch.zeros_like(lab).index_copy(  # noqa: E731
+        1, torch.tensor([0], device=x.device), (st[:, 6, None, None] * px + st[:, 7, None, None] * py)[:, None])
+    raw = kornia.color.lab_to_rgb((lab - ramp(src) - m0) / s0 * s1 + m1 + ramp(dst), clip=False)
     out = raw.clamp(0, 1)
     if weight is not None:
         out = rgb + weight.to(out) * (out - rgb)
@@ -78,8 +106,8 @@ def move_stats(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: to
 
 
 class ColourNormalised:
-    """Wraps an `Editor`: the same interface; photos whose statistics leave [low, high] ((6,)
-    each) are moved into it on the way in, and renders moved back to their appearance photo's
+    """Wraps an `Editor`: the same interface; photos whose statistics leave [low, high] ((8,)
+    each, lab_stats) are moved into it on the way in, and renders moved back to their appearance photo's
     own statistics on the way out. Samples inside the range pass through untouched."""
 
     def __init__(self, editor, low: np.ndarray | torch.Tensor, high: np.ndarray | torch.Tensor,
@@ -93,12 +121,15 @@ class ColourNormalised:
         # the whole crop unless that pushes more than `max_clipped` of the backdrop out of gamut.
         self.region, self.max_clipped = region, max_clipped
         self.move_geometry = move_geometry  # False: the geometry encoder sees the photo as it is
-        self.low = torch.as_tensor(np.asarray(low, np.float32))
-        self.high = torch.as_tensor(np.asarray(high, np.float32))
+        def full(v, fill: float) -> torch.Tensor:  # ranges written before the slopes existed: any slope is in range
+            v = torch.as_tensor(np.asarray(v, np.float32))
+            return torch.cat([v, torch.full((N_STATS - len(v),), fill)]) if len(v) < N_STATS else v
+
+        self.low, self.high = full(low, -1e6), full(high, 1e6)
         # A photo is moved only once a statistic leaves [trigger_low, trigger_high] (wider than
         # [low, high]): photos from the training faces' own light pass untouched.
-        self.trigger_low = self.low if trigger_low is None else torch.as_tensor(np.asarray(trigger_low, np.float32))
-        self.trigger_high = self.high if trigger_high is None else torch.as_tensor(np.asarray(trigger_high, np.float32))
+        self.trigger_low = self.low if trigger_low is None else full(trigger_low, -1e6)
+        self.trigger_high = self.high if trigger_high is None else full(trigger_high, 1e6)
 
     def __getattr__(self, name):  # profile, boxes, device, fusion, sketch_from_geometry, ...
         return getattr(self.editor, name)
@@ -109,7 +140,7 @@ class ColourNormalised:
         return torch.where(whole.to(x.device).bool()[:, None, None, None], torch.ones_like(face), face)
 
     def _normalised(self, faces: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(faces moved into the range, (N,13) their own statistics, the moved ones, and 1 where
+        """(faces moved into the range, (N,17) their own statistics, the moved ones, and 1 where
         the whole crop was moved, 0 where the face only)."""
         stats = lab_stats(faces)
         dev = stats.device
@@ -141,7 +172,7 @@ class ColourNormalised:
         if stats is None:
             return out
         stats = stats.to(out.device)
-        own, moved, whole = stats[:, :6], stats[:, 6:12], stats[:, 12]
+        own, moved, whole = stats[:, :N_STATS], stats[:, N_STATS:2 * N_STATS], stats[:, 2 * N_STATS]
         back = (own != moved).any(1)
         if bool(back.any()):
             out = out.clone()
@@ -174,10 +205,10 @@ def colour_range(faces: np.ndarray, k: float, k_spread: float | None = None, tri
     stats = torch.cat([lab_stats(faces_to_tensor(np.ascontiguousarray(faces[a:a + batch_size]), torch.device("cpu")))
                        for a in range(0, len(faces), batch_size)])
     mean, std = stats.mean(0), stats.std(0)
-    width = torch.tensor([k] * 3 + [k if k_spread is None else k_spread] * 3)
+    width = torch.tensor([k] * 3 + [k if k_spread is None else k_spread] * 3 + [k] * 2)
     low, high = mean - width * std, mean + width * std
     if k_spread is None:  # spreads are >= 1 (lab_stats); 1e6 is beyond any image's
-        low[3:], high[3:] = 0.0, 1e6
+        low[3:6], high[3:6] = 0.0, 1e6
     out = {"k": k, "k_spread": k_spread, "trigger": trigger, "region": region, "move_geometry": move_geometry,
            "n_faces": len(faces), "mean": mean.tolist(),
            "std": std.tolist(), "low": low.tolist(), "high": high.tolist()}
@@ -185,10 +216,11 @@ def colour_range(faces: np.ndarray, k: float, k_spread: float | None = None, tri
         wide = torch.maximum(width, torch.full_like(width, trigger))
         t_low, t_high = mean - wide * std, mean + wide * std
         if k_spread is None:
-            t_low[3:], t_high[3:] = 0.0, 1e6
+            t_low[3:6], t_high[3:6] = 0.0, 1e6
         out.update(trigger_low=t_low.tolist(), trigger_high=t_high.tolist())
     return {**out,
-            "stats": "Lab mean L, a, b then std L, a, b of the central face region (colour_norm.FACE_REGION)"}
+            "stats": "Lab mean L, a, b; spread L (around its plane), a, b; lightness slope x, y of the central "
+                     "face region (colour_norm.FACE_REGION, lab_stats)"}
 
 
 def with_colour_range(editor, models_dir):

@@ -43,7 +43,7 @@ class ComposeSettings:
     flow_size: int = 256  # sketches and renders are compared at this size (px)
     dt_clip: float = 0.05  # sketch distance transforms clipped at this fraction of flow_size
     flow_smooth: float = 0.01  # Gaussian smoothing of the motion, fraction of the face
-    flow_iterations: int = 1  # sketch motion refined this many times (each pass flows the warped sketch the rest of the way)
+    flow_iterations: int = 3  # motion refined in this many DIS passes (each flows the warped source the rest of the way)
     stroke_reach: float = 0.08  # sketch motion reaches this fraction of the face beyond the changed strokes
     support_threshold: float = 6.0  # edits without sketches: render change (levels, max over RGB) where the model changed the face
     support_reach: float = 0.06  # the model's change region grown by this fraction of the face
@@ -52,6 +52,15 @@ class ComposeSettings:
     lightness: float = 0.75  # appearance edits: share of the lightness change kept
     appearance_smooth: float = 0.03  # appearance edits: the renders' change is smoothed over this fraction of the face
     feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
+
+    @classmethod
+    def from_params(cls, params: dict | None = None) -> "ComposeSettings":
+        """params.yaml `edit.compose` (the working directory's params.yaml when not given)."""
+        if params is None:
+            from pipeline.core.config import load_params
+
+            params = load_params()
+        return cls(**((params.get("edit") or {}).get("compose") or {}))
 
 
 # ---------------------------------------------------------------- motion ---------------------

@@ -148,6 +148,7 @@ def photo_faces(aligned_dir: str | Path, rows: np.ndarray, faces: np.ndarray, si
     out = np.empty((len(rows), k * r, k * r, 3), np.uint8)
     from pipeline.core.io import image_size
 
+    missing = []
     for i, row in enumerate(rows):
         path = str(man.at[int(row), "path"])
         try:
@@ -155,6 +156,12 @@ def photo_faces(aligned_dir: str | Path, rows: np.ndarray, faces: np.ndarray, si
             out[i] = warp_photo(path, transforms[int(row)] * k, k * r, min(w, h))
         except (ImageDecodeError, OSError):  # the original moved: the aligned face, upsampled
             out[i] = cv2.resize(faces[i], (k * r, k * r), interpolation=cv2.INTER_CUBIC)
+            missing.append(path)
+    if missing:  # the edit figures then measure those faces at the model's resolution, upsampled
+        from pipeline.core.progress import console
+
+        console.print(f"[yellow]{len(missing)} of {len(rows)} original photos unreadable (first: {missing[0]}); "
+                      f"those faces are edited as their aligned {r} px crops, upsampled[/yellow]", soft_wrap=True)
     return out, float(k)
 
 
@@ -301,10 +308,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
 
 def _summary(row: dict[str, np.ndarray]) -> dict[str, float]:
     from pipeline.evaluation.evaluate import _rate
-
-    def mean(x):
-        x = x[np.isfinite(x)]
-        return float(x.mean()) if len(x) else float("nan")
+    from pipeline.evaluation.metrics import finite_mean as mean
 
     out = {k: mean(row[k]) for k in ("feature_to_drawn", "feature_to_own", "others_to_own", "psnr_outside")}
     out["same_person"] = _rate(row["distance"])

@@ -212,10 +212,9 @@ def _editable_style():
 
 def _compose_settings():
     """params.yaml `edit.compose` (editing.compose.ComposeSettings)."""
-    from pipeline.core.config import load_params
     from pipeline.editing.compose import ComposeSettings
 
-    return ComposeSettings(**((load_params().get("edit") or {}).get("compose") or {}))
+    return ComposeSettings.from_params()
 
 
 def training_nulls(cfg: EvalConfig, resolution: int) -> Nulls:

@@ -269,6 +269,13 @@ class DlibFaceEmbedder:
         return dlib.rectangle(l, t, r, b)
 
 
+def finite_mean(x: np.ndarray) -> float:
+    """Mean over the finite values (a face dlib missed is NaN and is counted apart); NaN if none."""
+    x = np.asarray(x, np.float64)
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")
+
+
 def identity_distance(e1: np.ndarray, e2: np.ndarray) -> np.ndarray:
     """Euclidean distance (N,) between dlib descriptors; < 0.6 means same person. NaN propagates."""
     e1, e2 = np.asarray(e1, np.float64), np.asarray(e2, np.float64)

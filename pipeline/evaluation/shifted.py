@@ -86,10 +86,7 @@ def inner_lab_means(images: np.ndarray, landmarks: np.ndarray, device) -> np.nda
 def _group(idx: np.ndarray, v: dict[str, np.ndarray]) -> dict[str, float]:
     """Figures of one group of items (recon arrays indexed by item, swap arrays by pair)."""
     from pipeline.evaluation.evaluate import _rate, _ratio
-
-    def mean(x: np.ndarray) -> float:
-        x = x[np.isfinite(x)]
-        return float(x.mean()) if len(x) else float("nan")
+    from pipeline.evaluation.metrics import finite_mean as mean
 
     r, s = idx["recon"], idx["swap"]
     d = {

@@ -91,8 +91,11 @@ def move_stats(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: to
     # Lightness around its plane: the slope goes out with the source's and in with the target's,
     # so that moving back (src and dst swapped) undoes the move exactly.
     px, py = _plane(x.shape[-1], x.device)
-    ramp = lambda st: torch.zeros_like(lab).index_copy(  # noqa: E731
-        1, torch.tensor([0], device=x.device), (st[:, 6, None, None] * px + st[:, 7, None, None] * py)[:, None])
+
+    def ramp(st: torch.Tensor) -> torch.Tensor:  # (N,3,R,R): the slope's plane on L, nothing on a and b
+        plane = st[:, 6, None, None] * px + st[:, 7, None, None] * py
+        return torch.stack([plane, torch.zeros_like(plane), torch.zeros_like(plane)], 1)
+
     raw = kornia.color.lab_to_rgb((lab - ramp(src) - m0) / s0 * s1 + m1 + ramp(dst), clip=False)
     out = raw.clamp(0, 1)
     if weight is not None:
@@ -103,6 +106,12 @@ def move_stats(x: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, weight: to
     off = ((raw < -0.02) | (raw > 1.02)).any(1).float()  # (N,R,R)
     backdrop = face_weight(x.shape[-1], x.device)[:, 0] < 0.5
     return out, (off * backdrop).flatten(1).sum(1) / backdrop.sum()
+
+
+def _padded(v, fill: float) -> torch.Tensor:
+    """(N_STATS,) bounds; ranges written before the slopes existed get `fill` for them (any slope in range)."""
+    v = torch.as_tensor(np.asarray(v, np.float32))
+    return torch.cat([v, torch.full((N_STATS - len(v),), fill)]) if len(v) < N_STATS else v
 
 
 class ColourNormalised:
@@ -121,15 +130,11 @@ class ColourNormalised:
         # the whole crop unless that pushes more than `max_clipped` of the backdrop out of gamut.
         self.region, self.max_clipped = region, max_clipped
         self.move_geometry = move_geometry  # False: the geometry encoder sees the photo as it is
-        def full(v, fill: float) -> torch.Tensor:  # ranges written before the slopes existed: any slope is in range
-            v = torch.as_tensor(np.asarray(v, np.float32))
-            return torch.cat([v, torch.full((N_STATS - len(v),), fill)]) if len(v) < N_STATS else v
-
-        self.low, self.high = full(low, -1e6), full(high, 1e6)
+        self.low, self.high = _padded(low, -1e6), _padded(high, 1e6)
         # A photo is moved only once a statistic leaves [trigger_low, trigger_high] (wider than
         # [low, high]): photos from the training faces' own light pass untouched.
-        self.trigger_low = self.low if trigger_low is None else full(trigger_low, -1e6)
-        self.trigger_high = self.high if trigger_high is None else full(trigger_high, 1e6)
+        self.trigger_low = self.low if trigger_low is None else _padded(trigger_low, -1e6)
+        self.trigger_high = self.high if trigger_high is None else _padded(trigger_high, 1e6)
 
     def __getattr__(self, name):  # profile, boxes, device, fusion, sketch_from_geometry, ...
         return getattr(self.editor, name)
@@ -206,18 +211,18 @@ def colour_range(faces: np.ndarray, k: float, k_spread: float | None = None, tri
                        for a in range(0, len(faces), batch_size)])
     mean, std = stats.mean(0), stats.std(0)
     width = torch.tensor([k] * 3 + [k if k_spread is None else k_spread] * 3 + [k] * 2)
-    low, high = mean - width * std, mean + width * std
-    if k_spread is None:  # spreads are >= 1 (lab_stats); 1e6 is beyond any image's
-        low[3:6], high[3:6] = 0.0, 1e6
+
+    def bounds(w: torch.Tensor) -> tuple[list[float], list[float]]:
+        low, high = mean - w * std, mean + w * std
+        if k_spread is None:  # spreads are >= 1 (lab_stats); 1e6 is beyond any image's
+            low[3:6], high[3:6] = 0.0, 1e6
+        return low.tolist(), high.tolist()
+
+    low, high = bounds(width)
     out = {"k": k, "k_spread": k_spread, "trigger": trigger, "region": region, "move_geometry": move_geometry,
-           "n_faces": len(faces), "mean": mean.tolist(),
-           "std": std.tolist(), "low": low.tolist(), "high": high.tolist()}
+           "n_faces": len(faces), "mean": mean.tolist(), "std": std.tolist(), "low": low, "high": high}
     if trigger is not None:
-        wide = torch.maximum(width, torch.full_like(width, trigger))
-        t_low, t_high = mean - wide * std, mean + wide * std
-        if k_spread is None:
-            t_low[3:6], t_high[3:6] = 0.0, 1e6
-        out.update(trigger_low=t_low.tolist(), trigger_high=t_high.tolist())
+        out["trigger_low"], out["trigger_high"] = bounds(torch.maximum(width, torch.full_like(width, trigger)))
     return {**out,
             "stats": "Lab mean L, a, b; spread L (around its plane), a, b; lightness slope x, y of the central "
                      "face region (colour_norm.FACE_REGION, lab_stats)"}

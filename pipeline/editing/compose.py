@@ -28,7 +28,7 @@ render pasted with `edit.paste_edited`) stays available beside it. Used by `dfe 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -43,7 +43,7 @@ class ComposeSettings:
     flow_size: int = 256  # sketches and renders are compared at this size (px)
     dt_clip: float = 0.05  # sketch distance transforms clipped at this fraction of flow_size
     flow_smooth: float = 0.01  # Gaussian smoothing of the motion, fraction of the face
-    flow_iterations: int = 3  # motion refined in this many DIS passes (each flows the warped source the rest of the way)
+    flow_iterations: int = 3  # sketch motion refined in this many DIS passes (each flows the warped sketch the rest of the way)
     stroke_reach: float = 0.08  # sketch motion reaches this fraction of the face beyond the changed strokes
     support_threshold: float = 6.0  # edits without sketches: render change (levels, max over RGB) where the model changed the face
     support_reach: float = 0.06  # the model's change region grown by this fraction of the face
@@ -123,7 +123,9 @@ def render_motion(r0: np.ndarray, r1: np.ndarray, settings: ComposeSettings = Co
         return np.zeros((r, r, 2), np.float32)
     n = settings.flow_size
     grey = lambda im: cv2.resize(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), (n, n), interpolation=cv2.INTER_CUBIC)  # noqa: E731
-    return _refined_motion(r0, r1, grey, settings)
+    # One pass: renders also change in tone, and further passes turned a pure brightening
+    # into motion (tests/test_dfi_stage.py); sketches carry strokes only.
+    return _refined_motion(r0, r1, grey, replace(settings, flow_iterations=1))
 
 
 def _smooth(flow: np.ndarray, sigma: float) -> np.ndarray:

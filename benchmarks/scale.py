@@ -61,16 +61,10 @@ def make_photos(london: Path, out: Path, n: int, seed: int = 0) -> Path:
     return out
 
 
-def _peak_rss() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return float(line.split()[1]) * 1024
-    raise RuntimeError("/proc/self/status has no VmHWM")
-
-
 def build_one(photos: Path, faces: int) -> dict:
     """The build on the first `faces` photos (faces / 2 identities), in this process."""
     from benchmarks.data import REPORT, build, build_seconds
+    from benchmarks.train_cost import peak_rss
     from pipeline.core.config import load_params, section
     from pipeline.core.profiles import get_profile
     from pipeline.data.landmarks import DlibBackend
@@ -84,10 +78,10 @@ def build_one(photos: Path, faces: int) -> dict:
     sketch_cfg = SketchesConfig(seed=s["seed"], device="cpu", batch_size=s["batch_size"], style=SketchStyle(**s["style"]))
     report_cfg = SketchReportConfig(**{**section(params, "sketch_report"), "faces": 4})
     detect_side = int(section(params, "landmarks").get("detect_side", 512))
-    idle = _peak_rss()
+    idle = peak_rss()
     t, n = build(photos, faces // 2, res, sketch_cfg, report_cfg, detect_side, None, DlibBackend())
     return {"faces": faces, "accepted": n, "stages": {k: v[0] for k, v in t.items() if k != REPORT},
-            "build_s": build_seconds(t), "peak_bytes": _peak_rss(), "idle_bytes": idle}
+            "build_s": build_seconds(t), "peak_bytes": peak_rss(), "idle_bytes": idle}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -37,7 +37,7 @@ GPUS = {"h100": ("NVIDIA H100 SXM", 989e12), "h200": ("NVIDIA H200", 989e12), "a
 RECIPE = {"sketch_ae": 20000, "image_encoder": 20000, "local": 100000, "fusion": 50000}
 
 
-def _peak_rss() -> float:
+def peak_rss() -> float:
     """Peak resident memory of this process since the last reset, bytes (Linux VmHWM)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -73,7 +73,7 @@ def measure(stage: str, part: str, profile: str, batch: int, steps: int, root: P
                       progress=False, components=str(components), aligned=str(aligned),
                       models_dir=str(root / "models"), checkpoints_dir=str(root / "checkpoints"),
                       live_root=str(root / "dvclive"), device="auto")
-    base = _peak_rss()  # the interpreter with torch imported: not the stage's
+    base = peak_rss()  # the interpreter with torch imported: not the stage's
     trainer = Trainer(cfg)
     task = _task(stage, part, trainer)
     perceptual = getattr(task, "perceptual", None)
@@ -89,7 +89,7 @@ def measure(stage: str, part: str, profile: str, batch: int, steps: int, root: P
         if trainer.device.type == "cuda":
             torch.cuda.synchronize(trainer.device)
         times.append(time.perf_counter() - t)
-    peak, kind = _peak_rss(), "rss"
+    peak, kind = peak_rss(), "rss"
     if trainer.device.type == "cuda":  # the GPU's, not the host's
         peak, kind = float(torch.cuda.max_memory_allocated(trainer.device)), "cuda"
     trainable = sum(p.numel() for m in task.modules.values() for p in m.parameters() if p.requires_grad)

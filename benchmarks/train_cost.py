@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         runs.append(("fusion", "fusion"))
     with tempfile.TemporaryDirectory(prefix="dfe-cost-") as tmp:
         root = Path(tmp)
-        comps = synthetic_components(root / "components", profile.resolution, max(batches) * 2, 2,
+        comps = synthetic_components(root / "components", profile.resolution, max(4, 2 * max(batches)), 2,
                                      aligned_dir=root / "aligned")
         for batch in batches:
             for stage, part in runs:

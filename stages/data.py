@@ -138,7 +138,8 @@ def split(
     require_inputs({aligned_dir / "manifest.csv": "align"})
     cfg = config_from("split", SplitConfig)
     try:
-        df = run_split(_manifest(aligned_dir / "manifest.csv"), cfg.test_fraction, cfg.seed, out, cfg.val_fraction)
+        df = run_split(_manifest(aligned_dir / "manifest.csv"), cfg.test_fraction, cfg.seed, out, cfg.val_fraction,
+                       cfg.train_identities)
     except ValueError as e:  # fractions out of range name their key
         fail(e)
     report("split", {k: int(v) for k, v in df.split.value_counts().items()}

@@ -223,6 +223,22 @@ def test_split_by_identity_seeded():
     assert not a["split"].equals(c["split"])
 
 
+def test_split_train_identities_keeps_val_and_test():
+    """A data-size study trains on fewer people; val and test must stay the same people."""
+    man = pd.DataFrame({"id": [f"{i:03d}_{k}" for i in range(40) for k in ("03", "08")],
+                        "identity": [f"{i:03d}" for i in range(40) for _ in range(2)]})
+    full = split_by_identity(man, 0.2, seed=0, val_fraction=0.1)
+    few = split_by_identity(man, 0.2, seed=0, val_fraction=0.1, train_identities=7)
+    held = full["split"].isin(["val", "test"])
+    assert few["split"][held].equals(full["split"][held])
+    assert few[few["split"] == "train"]["identity"].nunique() == 7
+    assert set(few["identity"][few["split"] == "train"]) < set(full["identity"][full["split"] == "train"])
+    assert set(few["split"]) == {"train", "val", "test", "unused"}
+    assert split_by_identity(man, 0.2, seed=0, val_fraction=0.1, train_identities=0).equals(full)
+    with pytest.raises(ValueError, match="train_identities"):
+        split_by_identity(man, 0.2, seed=0, train_identities=-1)
+
+
 def test_components_pack_crops(tmp_path):
     r = 128
     n = 6

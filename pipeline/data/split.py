@@ -21,12 +21,16 @@ class SplitConfig:
     test_fraction: float = 0.2
     val_fraction: float = 0.0
     seed: int = 0
+    train_identities: int = 0  # >0: train on only this many of the train identities (data-size studies)
 
 
-def split_by_identity(manifest: pd.DataFrame, test_fraction: float, seed: int, val_fraction: float = 0.0) -> pd.DataFrame:
-    """Columns id, identity, split (train | val | test). The test identities are the first of
-    one seeded shuffle and val the next ones, so adding a val split leaves the test set as it
-    was. At least one identity lands in test (and in val when asked) while train keeps one."""
+def split_by_identity(manifest: pd.DataFrame, test_fraction: float, seed: int, val_fraction: float = 0.0,
+                      train_identities: int = 0) -> pd.DataFrame:
+    """Columns id, identity, split (train | val | test | unused). The test identities are the
+    first of one seeded shuffle and val the next ones, so adding a val split leaves the test set
+    as it was. At least one identity lands in test (and in val when asked) while train keeps
+    one. `train_identities` > 0 keeps only the next that many for train and marks the rest
+    `unused`: val and test stay the same people, so runs on 18, 36 and 72 people compare."""
     for name, f in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
         if not 0.0 <= f < 1.0 or (name == "test_fraction" and f == 0.0):
             raise ValueError(f"split.{name} must be in {'(0, 1)' if name == 'test_fraction' else '[0, 1)'}, got {f}")
@@ -44,17 +48,21 @@ def split_by_identity(manifest: pd.DataFrame, test_fraction: float, seed: int, v
         n_val = min(max(n_val, 1), n - n_test - 1)
     else:
         n_val = min(n_val, max(n - n_test - 1, 0))
+    if train_identities < 0:
+        raise ValueError(f"split.train_identities must be >= 0 (0 = all), got {train_identities}")
     test, val = set(identities[:n_test]), set(identities[n_test:n_test + n_val])
+    rest = identities[n_test + n_val:]
+    train = set(rest[:train_identities] if train_identities > 0 else rest)
     ident = manifest["identity"].astype(str)
     return pd.DataFrame({
         "id": manifest["id"],
         "identity": ident,
-        "split": ["test" if i in test else "val" if i in val else "train" for i in ident],
+        "split": ["test" if i in test else "val" if i in val else "train" if i in train else "unused" for i in ident],
     })
 
 
 def run_split(aligned_manifest: pd.DataFrame, test_fraction: float, seed: int, out_dir: Path,
-              val_fraction: float = 0.0) -> pd.DataFrame:
-    df = split_by_identity(aligned_manifest, test_fraction, seed, val_fraction)
+              val_fraction: float = 0.0, train_identities: int = 0) -> pd.DataFrame:
+    df = split_by_identity(aligned_manifest, test_fraction, seed, val_fraction, train_identities)
     save_csv(out_dir / "split.csv", df)
     return df

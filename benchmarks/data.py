@@ -30,7 +30,7 @@ from pipeline.data.align import AlignConfig, run_align
 from pipeline.data.components import run_components
 from pipeline.core.config import load_params, section
 from pipeline.data.ingest import IngestConfig, run_ingest
-from pipeline.core.io import load_image
+from pipeline.core.io import load_image, load_npy
 from pipeline.data.landmarks import DlibBackend, LandmarkConfig, run_landmarks
 from pipeline.core.parallel import available_cores, resolve_workers
 from pipeline.core.profiles import get_profile
@@ -74,8 +74,8 @@ def build(london: Path, n_ids: int, res: int, sketch_cfg: SketchesConfig, report
             ("sketch", lambda: run_sketch(sketch_cfg, out / "aligned", out / "sketches", workers=workers)),
             ("split", lambda: run_split(man("aligned/manifest.csv"), 0.2, 0, out / "split")),
             ("components", lambda: run_components(
-                man("aligned/manifest.csv"), np.load(out / "aligned" / "images.npy"),
-                np.load(out / "sketches" / "sketches.npy"), man("split/split.csv"), res, out / "components")),
+                man("aligned/manifest.csv"), load_npy(out / "aligned" / "images.npy"),  # memory-mapped, as the stage
+                load_npy(out / "sketches" / "sketches.npy"), man("split/split.csv"), res, out / "components")),
             (REPORT, lambda: run_sketch_report(report_cfg, sketch_cfg, out / "aligned", out / "sketches",
                                                out / "sheet.png", workers=workers)),
         ]

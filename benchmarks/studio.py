@@ -4,17 +4,24 @@
     python -m benchmarks.studio --no-browser --paper-iters 0
 
 Rows:
-- models per update: what one stroke costs the networks (E_sketch of the edited sketch, the
-  part generators and the fusion net; the appearance codes were computed when chosen), on one
-  CPU thread (how `dfe studio` runs the 128 px profiles) and on torch's default count;
-- server step per update: `Studio.render` whole (the models, the colour match, the blend
-  near the strokes, the paste-back into the photo shrunk to 512 px);
+- models per update, every part: what one stroke cost the networks before the part cache
+  (E_sketch of every part, the part generators and the fusion net; the appearance codes were
+  computed when chosen), on one CPU thread (how `dfe studio` runs the 128 px profiles) and on
+  torch's default count;
+- models per stroke, parts it crosses: the same with `studio.PartCache`, as `dfe studio` runs
+  it (the strokes cross the mouth's box, and every stroke crosses bg's, the whole face); the
+  ratio of the two is printed;
+- server step per stroke: `Studio.render` whole (the models, the composition, the paste-back
+  into the photo shrunk to 512 px);
 - stroke -> new preview: `dfe studio` started on a free 127.0.0.1 port, Debian's Chromium
   headless (Playwright, no browser download) draws a short stroke on the sketch; from the pen
-  lifting to the preview's new image (the page exports the canvas, uploads it, the server
-  runs the step, the page loads the PNG). Headless Chromium paints the canvas in software.
-- paper: the models per update at 512 px, random weights, one sketch encoder and one generator
-  shared by the five parts (the FLOPs of five, a fifth of the memory); ~1.2 B parameters.
+  lifting to the preview's new image, split into the page (pen up -> its first request: the
+  canvas exported), the transfer (the layers' upload, up to the update's queue request), the
+  server step and the way back (queue, the result, the preview image loading). Headless
+  Chromium paints the canvas in software.
+- paper: the models per update and per stroke at 512 px, random weights, one sketch encoder
+  and one generator shared by the five parts (the FLOPs of five, a fifth of the memory);
+  ~1.2 B parameters.
 
 The browser helpers here (`start_studio`, `draw_stroke`, ...) also serve tests/test_studio.py.
 """
@@ -220,11 +227,13 @@ def strokes(resolution: int, n: int) -> list[list[tuple[float, float]]]:
             for k in range(n)]
 
 
-def time_updates(studio, photo: str, n: int, warmup: int = 1) -> tuple[list[float], list[float]]:
-    """Seconds per update over `n` strokes: (models, whole server step)."""
+def time_updates(studio, photo: str, n: int, warmup: int = 1, cached: bool = True) -> tuple[list[float], list[float]]:
+    """Seconds per update over `n` strokes: (models, whole server step). cached=False runs
+    every part's encoder and generator on every update (no studio.PartCache), as before the
+    cache: the ratio of the two is what the cache saves."""
     import cv2
 
-    from pipeline.editing.studio import canvas_size, sketch_from_layers
+    from pipeline.editing.studio import PartCache, canvas_size, sketch_from_layers
 
     r = studio.resolution
     side = canvas_size(r)
@@ -235,6 +244,8 @@ def time_updates(studio, photo: str, n: int, warmup: int = 1) -> tuple[list[floa
     for k, pts in enumerate(strokes(r, warmup + n)):
         scaled = [(round(px * side / r), round(py * side / r)) for px, py in pts]
         cv2.line(layer, scaled[0], scaled[-1], (0, 0, 0, 255), max(1, side // 128))
+        if not cached:
+            opened.parts = PartCache()
         out = studio.render(opened, sketch_from_layers(opened.sketch, [layer]), paste_side=512)
         if k >= warmup:
             models.append(out.model_seconds)
@@ -242,24 +253,35 @@ def time_updates(studio, photo: str, n: int, warmup: int = 1) -> tuple[list[floa
     return models, whole
 
 
-def time_browser(models: Path, profile: str, photo: str, n: int, log: Path) -> tuple[list[float], list[float]]:
-    """Seconds from the pen lifting to the new preview image, over `n` strokes in Chromium,
-    and the server's own step times for them (from the page's status line)."""
+def time_browser(models: Path, profile: str, photo: str, n: int, log: Path) -> dict[str, list[float]]:
+    """Seconds over `n` strokes in Chromium, from the pen lifting: to the new preview image
+    ("e2e"); to the page's first request (it exported the canvas: "page"); from there to the
+    update's queue request (the layers' upload: "upload"); the server's own step (from the
+    page's status line: "server"); and the rest (queue, the result's way back, the preview
+    image loading: "back")."""
     import re
 
     from pipeline.editing.studio import canvas_size
 
     r = get_profile(profile).resolution
-    e2e, server = [], []
+    rows: dict[str, list[float]] = {k: [] for k in ("e2e", "page", "upload", "server", "back")}
     with start_studio(models, profile, log) as url, browser_page() as page:
+        sent: list[tuple[float, str]] = []  # (perf_counter, url) of the page's requests to the server
+        page.on("request", lambda req: sent.append((time.perf_counter(), req.url)) if req.method == "POST" else None)
         src, _ = open_photo(page, url, photo)
         for pts in strokes(r, n + 1):
             lifted = draw_stroke(page, r, canvas_size(r), pts)
             src, _ = new_preview(page, src)
-            e2e.append(time.perf_counter() - lifted)
+            e2e = time.perf_counter() - lifted
             m = re.search(r"updated in (\d+) ms", page.locator("#studio-status").inner_text())
-            server.append(int(m.group(1)) / 1000 if m else float("nan"))
-    return e2e[1:], server[1:]  # the first stroke warms the page up
+            server = int(m.group(1)) / 1000 if m else float("nan")
+            after = [(t, u) for t, u in sent if t >= lifted]
+            first = after[0][0] if after else float("nan")
+            join = next((t for t, u in after if "queue/join" in u), float("nan"))
+            for key, v in (("e2e", e2e), ("page", first - lifted), ("upload", join - first), ("server", server),
+                           ("back", e2e - (join - lifted) - server)):
+                rows[key].append(v)
+    return {k: v[1:] for k, v in rows.items()}  # the first stroke warms the page up
 
 
 def main() -> None:
@@ -275,6 +297,7 @@ def main() -> None:
                               / "neutral" / "001_03.jpg")
     print(f"cpu, torch {torch.__version__}, {torch.get_num_threads()} threads; photo {photo}")
     rows: list[tuple[str, str, str, list[float]]] = []
+    ratios: list[tuple[str, float]] = []  # models per stroke (cached parts) over models per update (every part)
 
     from pipeline.models.editor import Editor, load_editor
 
@@ -290,31 +313,44 @@ def main() -> None:
         default_threads = torch.get_num_threads()
         for n in sorted({1, default_threads}):  # dfe studio runs the 128 px profiles on one thread
             torch.set_num_threads(n)
+            every, _ = time_updates(studio, photo, args.updates, cached=False)
             m, w = time_updates(studio, photo, args.updates)
-            rows += [("small", weights, f"models per update, {n} thread(s)", m),
-                     ("small", weights, f"server step per update, {n} thread(s)", w)]
+            rows += [("small", weights, f"models per update, every part, {n} thread(s)", every),
+                     ("small", weights, f"models per stroke, parts it crosses, {n} thread(s)", m),
+                     ("small", weights, f"server step per stroke, {n} thread(s)", w)]
+            ratios.append((f"small, {n} thread(s)", statistics.median(m) / statistics.median(every)))
         torch.set_num_threads(default_threads)
         if args.browser:
             if chromium_path() is None:
                 print("no Chromium (apt-get install -y chromium): the browser row is left out")
             else:
-                e2e, server = time_browser(models_dir, "small", photo, args.strokes, tmp / "studio.log")
-                rows += [("small", weights, "stroke -> new preview in Chromium", e2e),
-                         ("small", weights, "  of which the server step (1 thread)", server)]
+                split = time_browser(models_dir, "small", photo, args.strokes, tmp / "studio.log")
+                rows += [("small", weights, "stroke -> new preview in Chromium", split["e2e"]),
+                         ("small", weights, "  page: pen up -> first request (export)", split["page"]),
+                         ("small", weights, "  transfer: the layers' upload", split["upload"]),
+                         ("small", weights, "  server step (1 thread)", split["server"]),
+                         ("small", weights, "  back: queue, result, image load", split["back"])]
         if args.paper_iters > 0:
             paper = get_profile("paper")
             t0 = time.perf_counter()
             parts, fusion = random_modules(paper, share=True)
             editor = Editor(paper, part_boxes(paper.resolution), parts, fusion)
             print(f"paper modules built in {time.perf_counter() - t0:.1f} s")
-            m, _ = time_updates(make_studio(editor), photo, args.paper_iters, warmup=0)
-            rows.append(("paper", "random", f"models per update, {torch.get_num_threads()} thread(s)", m))
+            paper_studio = make_studio(editor)
+            every, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0, cached=False)
+            m, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)
+            threads = torch.get_num_threads()
+            rows += [("paper", "random", f"models per update, every part, {threads} thread(s)", every),
+                     ("paper", "random", f"models per stroke, parts it crosses, {threads} thread(s)", m)]
+            ratios.append((f"paper, {threads} thread(s)", statistics.median(m) / statistics.median(every)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n{'profile':8}{'weights':10}{'what':44}{'median ms':>10}{'min ms':>9}{'n':>4}")
+    print(f"\n{'profile':8}{'weights':10}{'what':48}{'median ms':>10}{'min ms':>9}{'n':>4}")
     for prof, wts, what, times in rows:
-        print(f"{prof:8}{wts:10}{what:44}{1e3 * statistics.median(times):10.0f}{1e3 * min(times):9.0f}{len(times):4d}")
+        print(f"{prof:8}{wts:10}{what:48}{1e3 * statistics.median(times):10.0f}{1e3 * min(times):9.0f}{len(times):4d}")
+    for what, ratio in ratios:
+        print(f"models per stroke / per update with every part ({what}): {ratio:.2f}")
 
 
 if __name__ == "__main__":

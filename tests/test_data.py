@@ -289,6 +289,28 @@ def test_npy_writer_writes_what_np_save_writes_or_nothing(tmp_path):
     assert np.array_equal(np.load(tmp_path / "a.npy"), x[[0, 2, 4]])  # rewritten from its own memory map
 
 
+def test_release_drops_a_maps_pages_and_keeps_its_bytes(tmp_path):
+    """A pass over a memory map holds one chunk in memory, not the whole file (the data
+    stages at thousands of faces); every byte written still reaches the file."""
+    import os
+
+    from pipeline.core.io import load_npy, npy_writer, release
+
+    def resident() -> int:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    n, mb = 64, 1 << 20
+    with npy_writer(tmp_path / "big.npy", (n, mb), np.uint8) as arr:
+        for i in range(n):
+            arr[i] = i
+        before = resident()
+        release(arr)
+        assert before - resident() > 48 * mb  # the 64 MB written were resident, now they are not
+    back = load_npy(tmp_path / "big.npy")
+    assert all(back[i, :: 4096].min() == back[i, :: 4096].max() == i for i in range(n))
+    release(back, np.zeros(3))  # a read map, and an array that is no map: no error
+
+
 def test_align_drops_a_photo_that_broke_after_ingest(london, tmp_path):
     """A photo truncated between landmarks and align is listed with its reason; the other
     faces keep consecutive rows in images.npy, landmarks.npy and the manifest."""

@@ -136,6 +136,24 @@ def test_a_stroke_changes_the_face_where_it_is(studio, photos):
     assert max(small.photo.shape[:2]) == 300
 
 
+def test_a_stroke_reruns_only_the_parts_it_crosses(studio, photos):
+    """Per stroke, the encoders and generators of the parts whose box it crosses run again;
+    the others' latents and features come from the cache, and the face is the one a whole
+    forward pass gives."""
+    opened = studio.open(photos["face"])
+    studio.render(opened)  # the photo's own render fills the cache
+    runs = dict(opened.parts.runs)
+    assert runs == {p: 2 for p in PARTS}  # each part: one encoding, one generator run
+    sketch = sketch_from_layers(opened.sketch, [_stroke_layer(canvas_size(R))])
+    cached = studio.render(opened, sketch)
+    reran = {p: opened.parts.runs[p] - runs[p] for p in PARTS}
+    touched = {p for p, (bx, by, bs) in BOXES.items() if (sketch != opened.sketch)[by:by + bs, bx:bx + bs].any()}
+    assert "mouth" in touched and "eye1" not in touched
+    assert reran == {p: 2 if p in touched else 0 for p in PARTS}, (reran, touched)
+    fresh = replace(opened, base=None, parts=type(opened.parts)())  # no cache: every part from scratch
+    assert np.array_equal(studio.render(fresh, sketch).face, cached.face)
+
+
 def test_part_appearance_changes_that_part(studio, photos):
     opened = studio.open(photos["face"])
     own = studio.render(opened)
@@ -259,8 +277,11 @@ def test_benchmark_prints_its_table(london, tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks.studio", "--no-browser", "--paper-iters", "0",
                           "--updates", "1", "--models", str(tmp_path / "none")], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    for what in ("models per update, 1 thread", "server step per update, 1 thread"):
+    for what in ("models per update, every part, 1 thread", "models per stroke, parts it crosses, 1 thread",
+                 "server step per stroke, 1 thread"):
         assert re.search(rf"^small\s+random\s+{what}\(s\)\s+\d+\s+\d+\s+1$", out.stdout, re.M), out.stdout
+    assert re.search(r"^models per stroke / per update with every part \(small, 1 thread\(s\)\): \d\.\d\d$",
+                     out.stdout, re.M), out.stdout
 
 
 # --------------------------------------------------------------------------- the page in a browser

@@ -66,6 +66,21 @@ def save_rows(path: str | os.PathLike, src: np.ndarray, rows: np.ndarray, chunk:
     with npy_writer(path, (len(rows), *src.shape[1:]), src.dtype) as dst:
         for a in range(0, len(rows), chunk):
             dst[a : a + chunk] = src[rows[a : a + chunk]]
+            release(src, dst)
+
+
+def release(*arrays: np.ndarray) -> None:
+    """Drop memory maps' pages from this process's resident memory; call it between chunks of
+    a pass over a large map. The pages stay in the page cache and the file keeps every byte
+    written (a shared file mapping), but this process's peak memory stays one chunk deep
+    instead of growing with the dataset (benchmarks.scale: 4000 faces held 1.64x the peak of
+    1000 without it). Arrays that are not memory maps are left alone."""
+    import mmap
+
+    for a in arrays:
+        m = getattr(a, "_mmap", None)  # numpy.memmap (and its views) keep their mmap.mmap here
+        if m is not None and not m.closed:
+            m.madvise(mmap.MADV_DONTNEED)
 
 
 def load_npy(path: str | os.PathLike, mmap: bool = True) -> np.ndarray:

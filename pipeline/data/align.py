@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import ImageDecodeError, load_image, load_npy, npy_writer, save_csv, save_npy, save_rows
+from pipeline.core.io import ImageDecodeError, load_image, load_npy, npy_writer, release, save_csv, save_npy, save_rows
 from pipeline.core.parallel import thread_imap
 
 
@@ -143,6 +143,8 @@ def run_align(
             lm = landmarks[int(rec.row)]
             m = alignment_transform(lm, r)
             images[i] = face
+            if i % 256 == 255:
+                release(images)  # memory stays a few faces deep, whatever the set's size
             aligned_lm[i] = transform_points(lm, m)
             transforms[i] = m
             keep[i] = True

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.core.io import npy_writer, save_csv
+from pipeline.core.io import npy_writer, release, save_csv
 from pipeline.core.profiles import part_boxes
 
 SPLITS = ("train", "val", "test")
@@ -52,6 +52,7 @@ def run_components(
                 for kind, src in (("photo", images), ("sketch", sketches)):
                     for part, crop in crop_parts(src[chunk_rows], resolution).items():
                         out[part, kind][a : a + len(chunk_rows)] = crop
+                release(images, sketches, *out.values())  # memory stays one chunk deep
         manifest = sel.drop(columns=["split"]).assign(source_row=rows, row=np.arange(len(rows)))
         save_csv(out_dir / name / "manifest.csv", manifest)
         counts[name] = len(rows)

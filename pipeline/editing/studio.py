@@ -9,8 +9,8 @@ optional attribute steps along DFI vectors, then the edit goes into the photo's 
 the composition of `dfe edit` (editing.compose): the photo's own pixels move as the strokes
 move the face, what a move cannot explain is added near the strokes, another photo's
 appearance comes in as a colour change, and everywhere else the photo stays itself. A
-donor's codes are computed once, when it is chosen; an update runs only the sketch encoders,
-the generators and the fusion net. Unticking "Change the face only near my strokes"
+donor's codes are computed once, when it is chosen; an update re-runs the sketch encoder and
+generator only of the parts whose box a stroke crosses (`PartCache`), then the fusion net. Unticking "Change the face only near my strokes"
 (`Studio.render(local=False)`) shows the networks' whole render instead.
 
 Everything here runs without a browser (tests/test_studio.py); `build_app` wraps it in a
@@ -114,6 +114,55 @@ def find_attribute_vectors(folder: str | Path | None, shapes=None) -> tuple[list
 # --------------------------------------------------------------------------- the edit step
 
 
+class PartCache:
+    """What one photo's updates have in common, part by part, so a stroke re-runs only the
+    parts whose box it crosses: each part's last sketch crop and its geometry latent, and
+    the generator features of the last few (geometry, appearance code) pairs. A part whose
+    crop did not change keeps its latent (the same tensor), so its features are found again
+    for the same code; only the fusion net always runs. Exact: the render is the one the
+    whole forward pass would give (tests/test_studio.py)."""
+
+    def __init__(self, keep: int = 4) -> None:
+        self.keep = keep  # feature maps kept per part (own and donor codes, before and after a slider)
+        self.crops: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
+        self.features: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self.runs: dict[str, int] = {}  # part -> encoder + generator runs (what a test can count)
+
+    def geometry(self, editor, sketch: np.ndarray) -> dict[str, torch.Tensor]:
+        """part -> geometry latent of the (R,R) uint8 sketch; unchanged crops are not re-encoded."""
+        from pipeline.editing.edit import _sketch_tensor
+
+        out, full = {}, None
+        for part, (x, y, size) in editor.boxes.items():
+            crop = sketch[y:y + size, x:x + size]
+            hit = self.crops.get(part)
+            if hit is not None and np.array_equal(hit[0], crop):
+                out[part] = hit[1]
+                continue
+            if full is None:
+                full = _sketch_tensor(sketch, editor.device)
+            out[part] = editor.part_geometry_from_sketch(part, full[:, :, y:y + size, x:x + size])
+            self.crops[part] = (crop.copy(), out[part])
+            self.runs[part] = self.runs.get(part, 0) + 1
+        return out
+
+    def render(self, editor, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """editor.render(geometry, codes), with each part's features reused where its latent
+        and code are the very tensors of an earlier update."""
+        feats = {}
+        for part in editor.boxes:
+            g, c = geometry[part], codes[part]
+            seen = self.features.setdefault(part, [])
+            found = next((f for g0, c0, f in seen if g0 is g and c0 is c), None)
+            if found is None:
+                found = editor.part_features(part, g, c)
+                seen.insert(0, (g, c, found))  # holding g and c keeps their identities unique
+                del seen[self.keep:]
+                self.runs[part] = self.runs.get(part, 0) + 1
+            feats[part] = found
+        return editor.fuse(feats)
+
+
 @dataclass
 class OpenedPhoto:
     name: str  # what the person called it (the file name)
@@ -125,6 +174,7 @@ class OpenedPhoto:
     # (key, colour-matched face): what stays where nobody drew.
     base: tuple[Any, np.ndarray] | None = None
     small: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # side -> (photo, transform)
+    parts: PartCache = field(default_factory=PartCache)  # per-part latents and features of its updates
 
     def photo_at(self, side: int | None) -> tuple[np.ndarray, np.ndarray]:
         """The photo shrunk to fit `side` (None: as it is) and its photo -> aligned transform."""
@@ -306,14 +356,16 @@ class Studio:
         return np.clip(np.maximum(soft, grown), 0.0, 1.0)  # 1 on the widened strokes, ramping off outside
 
     def _forward(self, sketch: np.ndarray, codes: dict[str, torch.Tensor],
-                 steps: Sequence[tuple[AttributeVector, float]]) -> np.ndarray:
+                 steps: Sequence[tuple[AttributeVector, float]], cache: PartCache | None = None) -> np.ndarray:
+        """The render of `sketch` with `codes` after the attribute `steps`; with `cache` (the
+        opened photo's), only the parts whose sketch crop, code or step changed are re-run."""
         from pipeline.core.tensors import tensor_to_faces
-        from pipeline.editing.edit import _sketch_tensor
 
-        geometry = self.editor.geometry_from_sketch(_sketch_tensor(sketch, self.editor.device))
+        cache = cache or PartCache()
+        geometry = cache.geometry(self.editor, sketch)
         for vector, alpha in steps:
             geometry, codes = vector.apply(geometry, codes, alpha)
-        return tensor_to_faces(self.editor.render(geometry, codes))[0]
+        return tensor_to_faces(cache.render(self.editor, geometry, codes))[0]
 
     def render(
         self, opened: OpenedPhoto, sketch: np.ndarray | None = None, donors: Mapping[str, Donor | None] | None = None,
@@ -352,7 +404,7 @@ class Studio:
         def forward(sk: np.ndarray, c, st) -> np.ndarray:
             nonlocal model_seconds
             t = time.perf_counter()
-            out = self._forward(sk, c, st)
+            out = self._forward(sk, c, st, opened.parts)
             model_seconds += time.perf_counter() - t
             return out
 

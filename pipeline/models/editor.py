@@ -191,18 +191,30 @@ class Editor:
         return {p: self.parts[p]["sketch_encoder"](c) for p, c in self.crops(sketch).items()}
 
     @torch.inference_mode()
+    def part_geometry_from_sketch(self, part: str, crop: torch.Tensor) -> torch.Tensor:
+        """One part's geometry latent from its sketch crop (B,3,s,s) in [-1,1]."""
+        return self.parts[part]["sketch_encoder"](self._in(crop))
+
+    @torch.inference_mode()
     def appearance_codes(self, face: torch.Tensor) -> dict[str, torch.Tensor]:
         return {p: self.parts[p]["generator"].style(c) for p, c in self.crops(face).items()}
 
     @torch.inference_mode()
     def render(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """Face from per-part geometry latents and appearance codes (one forward pass)."""
+        return self.fuse({part: self.part_features(part, geometry[part], codes[part]) for part in PARTS})
+
+    @torch.inference_mode()
+    def part_features(self, part: str, geometry: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        """One part's generator feature map from its geometry latent and appearance code."""
+        return self.parts[part]["generator"].decode(self._in(geometry), self._in(code))[1]
+
+    @torch.inference_mode()
+    def fuse(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The face (B,3,R,R) float32 from every part's feature map (the fusion net)."""
         from pipeline.models.networks import fuse_canvas
 
-        feats = {}
-        for part in PARTS:
-            _, feats[part] = self.parts[part]["generator"].decode(self._in(geometry[part]), self._in(codes[part]))
-        return self.fusion(fuse_canvas(feats, self.boxes)).float()
+        return self.fusion(fuse_canvas(features, self.boxes)).float()
 
     @torch.inference_mode()
     def compose(self, geometry: dict[str, torch.Tensor], appearance: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.core.io import release
 from pipeline.core.parallel import available_cores, process_pool
 from pipeline.core.progress import make_progress
 from pipeline.data.sketch.draw import REF_RES, SketchStyle, draw_faces, face_rng, sample_style, sketch_one, sketch_workers
@@ -207,6 +208,7 @@ def synthesize_sketches(
                     current = pending.result()
                     pending = respond(*batches[i + 1]) if i + 1 < len(batches) else None
                     out[start:stop] = draw_faces(*current, style, seed, start)
+                    release(images, out)  # memory maps stay a batch deep, whatever the set's size
                     progress.advance(task, stop - start)
             return out
         # At most two batches a core in flight: inputs and responses of a large set never
@@ -227,6 +229,7 @@ def synthesize_sketches(
             for job in done:
                 a, b = running.pop(job)
                 out[a:b] = job.result()
+                release(images, out)
                 progress.advance(task, b - a)
 
 

@@ -15,10 +15,10 @@ Rows:
   into the photo shrunk to 512 px);
 - stroke -> new preview: `dfe studio` started on a free 127.0.0.1 port, Debian's Chromium
   headless (Playwright, no browser download) draws a short stroke on the sketch; from the pen
-  lifting to the preview's new image, split into the page (pen up -> its first request: the
-  canvas exported), the transfer (the layers' upload, up to the update's queue request), the
-  server step and the way back (queue, the result, the preview image loading). Headless
-  Chromium paints the canvas in software.
+  lifting to the preview's new image, split into the page (pen up -> its first request), the
+  transfer (uploads before the update's queue request: none since the page sends its strokes
+  as JSON in that request), the server step and the way back (queue, the result, the preview
+  image loading). Headless Chromium paints the canvas in software.
 - paper: the models per update and per stroke at 512 px, random weights, one sketch encoder
   and one generator shared by the five parts (the FLOPs of five, a fifth of the memory);
   ~1.2 B parameters.
@@ -144,23 +144,19 @@ def open_photo(page, url: str, photo: str | Path) -> tuple[str, np.ndarray]:
     page.goto(url)
     page.locator(PHOTO_INPUT).set_input_files(str(photo))
     page.wait_for_function("() => document.querySelector('#studio-status').innerText.includes('updated in')")
-    page.wait_for_selector("#sketch canvas")
     out = new_preview(page, "")
-    page.wait_for_timeout(300)  # the sketch is painted on the canvas
+    page.wait_for_selector("#sketch canvas[data-ready]")  # the photo's sketch is painted on the canvas
     return out
 
 
 def draw_stroke(page, resolution: int, canvas_side: int, points: list[tuple[float, float]]) -> float:
     """Draw through `points` (aligned-face pixels) on the sketch canvas with the mouse; returns
-    the time the pen lifted (time.perf_counter). The sketch fills `canvas_side` canvas pixels,
-    shown at the editor's zoom, centred in its canvas element."""
+    the time the pen lifted (time.perf_counter). The canvas (`canvas_side` px) shows the whole
+    aligned sketch, scaled to its element."""
     box = page.locator("#sketch canvas").first.bounding_box()
-    zoom = float(page.locator("#sketch .zoom-number").inner_text().strip().rstrip("%")) / 100
-    drawn = canvas_side * zoom
-    left, top = box["x"] + (box["width"] - drawn) / 2, box["y"] + (box["height"] - drawn) / 2
 
     def screen(p: tuple[float, float]) -> tuple[float, float]:
-        return left + p[0] / resolution * drawn, top + p[1] / resolution * drawn
+        return box["x"] + p[0] / resolution * box["width"], box["y"] + p[1] / resolution * box["height"]
 
     page.mouse.move(*screen(points[0]))
     page.mouse.down()
@@ -255,8 +251,9 @@ def time_updates(studio, photo: str, n: int, warmup: int = 1, cached: bool = Tru
 
 def time_browser(models: Path, profile: str, photo: str, n: int, log: Path) -> dict[str, list[float]]:
     """Seconds over `n` strokes in Chromium, from the pen lifting: to the new preview image
-    ("e2e"); to the page's first request (it exported the canvas: "page"); from there to the
-    update's queue request (the layers' upload: "upload"); the server's own step (from the
+    ("e2e"); to the page's first request ("page": the page's own work, such as exporting a
+    canvas); from there to the update's queue request (files uploaded first: "upload"); the
+    server's own step (from the
     page's status line: "server"); and the rest (queue, the result's way back, the preview
     image loading: "back")."""
     import re
@@ -327,7 +324,7 @@ def main() -> None:
                 split = time_browser(models_dir, "small", photo, args.strokes, tmp / "studio.log")
                 rows += [("small", weights, "stroke -> new preview in Chromium", split["e2e"]),
                          ("small", weights, "  page: pen up -> first request (export)", split["page"]),
-                         ("small", weights, "  transfer: the layers' upload", split["upload"]),
+                         ("small", weights, "  transfer: uploads before the update", split["upload"]),
                          ("small", weights, "  server step (1 thread)", split["server"]),
                          ("small", weights, "  back: queue, result, image load", split["back"])]
         if args.paper_iters > 0:

@@ -24,7 +24,8 @@ from pipeline import PARTS
 from pipeline.core.profiles import part_boxes
 from pipeline.editing.edit import EditInputError, FaceDetector, photo_sketch
 from pipeline.editing.studio import (
-    Studio, canvas_size, find_attribute_vectors, read_attribute_vector, sketch_from_layers, sketch_on_canvas,
+    Studio, canvas_size, canvas_value, find_attribute_vectors, read_attribute_vector, sketch_from_layers,
+    sketch_on_canvas, strokes_layer,
 )
 from tests.helpers_models import PROFILE, models, single_thread  # noqa: F401  (fixtures)
 
@@ -104,6 +105,36 @@ def test_canvas_layers_make_the_sketch():
     white[60 * (side // R) - 4 : 60 * (side // R) + 4, :] = 255  # white pen over the photo's own line
     assert (sketch_from_layers(base, [white])[60] > 200).all()
     assert sketch_on_canvas(base, side).shape == (side, side, 3)
+
+
+def test_the_pages_strokes_make_the_sketch():
+    """The page sends its strokes as points (canvas px); the server draws them on the sketch:
+    the pen a dark line where it went, the white pen paper over the photo's own line, nothing
+    drawn leaves the sketch as it was, and a value that is not strokes is one clear error."""
+    import json
+
+    base = np.full((R, R), 255, np.uint8)
+    base[60, :] = 0
+    side = canvas_size(R)
+    k = side / R
+    assert strokes_layer("", side) is None and strokes_layer(json.dumps({"side": side, "strokes": []}), side) is None
+    pen = {"tool": "pen", "width": 4, "points": [[20 * k, 90 * k], [100 * k, 90 * k]]}
+    out = sketch_from_layers(base, [strokes_layer(json.dumps({"side": side, "strokes": [pen]}), side)])
+    assert out[90, 30:90].max() < 100 and (out[80] == 255).all() and np.array_equal(out[60], base[60])
+    paper = {"tool": "paper", "width": 6, "points": [[0, 60 * k], [side, 60 * k]]}
+    out = sketch_from_layers(base, [strokes_layer(json.dumps({"side": side, "strokes": [pen, paper]}), side)])
+    assert (out[60, 2:-2] > 200).all() and out[90, 50] < 100  # the photo's own line painted over
+    half = sketch_from_layers(base, [strokes_layer(json.dumps({"side": side // 2, "strokes": [
+        {"tool": "pen", "width": 2, "points": [[10 * k / 2, 90 * k / 2], [100 * k / 2, 90 * k / 2]]}]}), side)])
+    assert half[90, 30:90].max() < 100  # strokes from a canvas of another size land at the same place
+    for bad in ("not json", json.dumps({"strokes": [{"tool": "spray", "points": [[1, 2]]}]}),
+                json.dumps({"strokes": [{"tool": "pen"}]})):
+        with pytest.raises(ValueError, match="the drawing could not be read"):
+            strokes_layer(bad, side)
+    value = json.loads(canvas_value(base, side, [pen]))
+    assert value["background"].startswith("data:image/png;base64,") and value["strokes"] == [pen]
+    png = np.frombuffer(__import__("base64").b64decode(value["background"].split(",", 1)[1]), np.uint8)
+    assert np.array_equal(cv2.imdecode(png, cv2.IMREAD_GRAYSCALE), sketch_on_canvas(base, side)[..., 0])
 
 
 def test_open_draws_the_same_sketch_as_dfe_sketch(studio, photos):
@@ -338,6 +369,23 @@ def test_the_page_in_a_browser(server, photos):
         inside, far = d[dist == 0].mean(), d[dist > 24].max()
         print(f"preview change: mean {inside:.1f} inside the mouth box, max {far} beyond 24 px of it")
         assert inside > 1 and far == 0, (inside, far)  # composed: the photo moved near the stroke, nowhere else
+        assert page.locator("#sketch canvas").get_attribute("data-strokes") == "1"
+
+        # Undo takes the stroke back (the photo again); drawn again, the same edit.
+        page.locator("#sketch [data-act=undo]").click()
+        src_u, p_u = new_preview(page, src1)
+        assert np.array_equal(p_u, p0) and page.locator("#sketch canvas").get_attribute("data-strokes") == "0"
+        draw_stroke(page, R, canvas_size(R), line((x + 4, y + s / 2), (x + s - 4, y + s / 2)))
+        src1, p1_again = new_preview(page, src_u)
+        assert np.array_equal(p1_again, p1)
+        # The eraser rubbed over the stroke's middle takes it away; the pen brings it back.
+        page.locator("#sketch [data-tool=eraser]").click()
+        draw_stroke(page, R, canvas_size(R), line((x + s / 2 - 2, y + s / 2 - 2), (x + s / 2 + 2, y + s / 2 + 2), 2))
+        src_e, p_e = new_preview(page, src1)
+        assert np.array_equal(p_e, p0) and page.locator("#sketch canvas").get_attribute("data-strokes") == "0"
+        page.locator("#sketch [data-tool=pen]").click()
+        draw_stroke(page, R, canvas_size(R), line((x + 4, y + s / 2), (x + s - 4, y + s / 2)))
+        src1, _ = new_preview(page, src_e)
         shot("after_stroke")
 
         # The mouth's appearance from a green-tinted face.
@@ -362,6 +410,7 @@ def test_the_page_in_a_browser(server, photos):
         # Clear: back to the photo's own sketch, so the preview loses the stroke and only it.
         page.locator("#clear").click()
         src3, p3 = new_preview(page, src2)
+        page.wait_for_selector("#sketch canvas[data-strokes='0']")  # the page's strokes are gone too
         d = np.abs(p3.astype(np.int32) - p2.astype(np.int32)).sum(axis=2)
         assert d[dist == 0].mean() > 1 and d[dist > 24].max() == 0
 

@@ -506,6 +506,159 @@ def sketch_from_layers(base: np.ndarray, layers: Sequence[np.ndarray | None]) ->
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
+# The drawing canvas of the page: a gr.HTML with its own script (no npm build). The photo's
+# sketch is its background; the person's strokes stay in the page as lists of points, and
+# when the pen lifts the page sends only those (JSON, a few hundred bytes), not a PNG export
+# of the canvas: exporting and uploading the canvas took about 1 s of the 1.4 s from a stroke
+# to its preview in headless Chromium (benchmarks.studio). The server draws the strokes onto
+# the sketch with OpenCV (`strokes_layer`).
+TOOLS = ("pen", "paper")  # black lines; white pen: paints paper over the photo's own lines
+CANVAS_HTML = """
+<div class="dfe-draw">
+  <div class="dfe-tools">
+    <button type="button" data-tool="pen" class="on" title="draw lines">Pen</button>
+    <button type="button" data-tool="paper" title="paint paper over the photo's own lines">White pen</button>
+    <button type="button" data-tool="eraser" title="remove your strokes where you rub">Eraser</button>
+    <label>size <input type="range" min="1" max="16" value="3"></label>
+    <button type="button" data-act="undo" title="take back the last stroke">Undo</button>
+  </div>
+  <canvas width="${side}" height="${side}"></canvas>
+</div>
+"""
+CANVAS_CSS = """
+.dfe-draw { display: flex; flex-direction: column; gap: 6px; }
+.dfe-tools { display: flex; gap: 6px; align-items: center; flex-wrap: wrap; font-size: 14px; }
+.dfe-tools button { padding: 3px 10px; border: 1px solid #999; border-radius: 4px; background: #f4f4f4; cursor: pointer; }
+.dfe-tools button.on { background: #333; color: #fff; }
+.dfe-draw canvas { width: 100%; max-width: 560px; aspect-ratio: 1; border: 1px solid #bbb; touch-action: none;
+                   cursor: crosshair; background: #fff; }
+"""
+CANVAS_JS = """
+const canvas = element.querySelector('canvas');
+const ctx = canvas.getContext('2d');
+const W = canvas.width;
+let background = null, strokes = [], current = null, tool = 'pen';
+const size = element.querySelector('input[type=range]');
+function paint(s) {
+  ctx.strokeStyle = s.tool === 'paper' ? '#fff' : '#000';
+  ctx.lineWidth = s.width; ctx.lineCap = 'round'; ctx.lineJoin = 'round';
+  ctx.beginPath();
+  s.points.forEach(([x, y], i) => i ? ctx.lineTo(x, y) : ctx.moveTo(x, y));
+  if (s.points.length === 1) ctx.lineTo(s.points[0][0] + 0.01, s.points[0][1]);
+  ctx.stroke();
+}
+function redraw() {
+  ctx.fillStyle = '#fff'; ctx.fillRect(0, 0, W, W);
+  if (background) ctx.drawImage(background, 0, 0, W, W);
+  strokes.forEach(paint);
+  if (current) paint(current);
+  canvas.dataset.strokes = String(strokes.length);
+}
+function at(e) {
+  const r = canvas.getBoundingClientRect();
+  return [Math.round((e.clientX - r.left) * W / r.width * 10) / 10, Math.round((e.clientY - r.top) * W / r.height * 10) / 10];
+}
+function send() {
+  canvas.dataset.strokes = String(strokes.length);
+  props.value = JSON.stringify({side: W, strokes: strokes});
+  trigger('input');
+}
+function rub(p) {  // the eraser takes away the strokes it touches
+  const reach = Math.max(4, Number(size.value) * 2);
+  const kept = strokes.filter(s => !s.points.some(([x, y]) => Math.hypot(x - p[0], y - p[1]) < reach + s.width / 2));
+  const changed = kept.length !== strokes.length;
+  strokes = kept;
+  if (changed) redraw();
+  return changed;
+}
+let rubbed = false;
+canvas.addEventListener('pointerdown', e => {
+  canvas.setPointerCapture(e.pointerId);
+  if (tool === 'eraser') { rubbed = rub(at(e)) || rubbed; return; }
+  current = {tool: tool, width: Number(size.value), points: [at(e)]};
+  redraw();
+});
+canvas.addEventListener('pointermove', e => {
+  if (!(e.buttons & 1)) return;
+  if (tool === 'eraser') { rubbed = rub(at(e)) || rubbed; return; }
+  if (!current) return;
+  const p = at(e), last = current.points[current.points.length - 1];
+  current.points.push(p);
+  ctx.strokeStyle = current.tool === 'paper' ? '#fff' : '#000';
+  ctx.lineWidth = current.width; ctx.lineCap = 'round';
+  ctx.beginPath(); ctx.moveTo(last[0], last[1]); ctx.lineTo(p[0], p[1]); ctx.stroke();
+});
+function lift() {
+  if (current) { strokes.push(current); current = null; send(); }
+  else if (rubbed) { rubbed = false; send(); }
+}
+canvas.addEventListener('pointerup', lift);
+canvas.addEventListener('pointercancel', lift);
+element.querySelectorAll('[data-tool]').forEach(b => b.addEventListener('click', () => {
+  tool = b.dataset.tool;
+  element.querySelectorAll('[data-tool]').forEach(o => o.classList.toggle('on', o === b));
+}));
+element.querySelector('[data-act=undo]').addEventListener('click', () => {
+  if (strokes.length) { strokes.pop(); redraw(); send(); }
+});
+function load() {  // a value from the server (a photo opened, cleared): its sketch and strokes
+  let v = {};
+  try { v = JSON.parse(props.value || '{}'); } catch (err) { return; }
+  if (v.background === undefined) return;  // our own strokes coming back
+  strokes = v.strokes || []; current = null;
+  if (!v.background) { background = null; redraw(); return; }
+  const img = new Image();
+  img.onload = () => { background = img; redraw(); canvas.dataset.ready = String(Date.now()); };
+  img.src = v.background;
+}
+watch('value', load);
+load();
+redraw();
+"""
+
+
+def canvas_value(sketch: np.ndarray, side: int, strokes: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The canvas's value as the server sends it: the sketch (R,R) as its background (a PNG
+    data URL at `side` px) and the strokes to show on it."""
+    import base64
+    import json
+
+    ok, png = cv2.imencode(".png", sketch_on_canvas(sketch, side)[..., 0])
+    if not ok:
+        raise RuntimeError("encoding the sketch as PNG failed")
+    return json.dumps({"background": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii"),
+                       "strokes": list(strokes)})
+
+
+def strokes_layer(value: str | None, side: int) -> np.ndarray | None:
+    """The canvas's strokes (its value: JSON {"side", "strokes": [{"tool": "pen" | "paper",
+    "width": px, "points": [[x, y], ...]}]} in canvas pixels) drawn as one RGBA layer of
+    `side` px for `sketch_from_layers`; None when nothing is drawn. ValueError (one line) for
+    a value that is not such strokes."""
+    import json
+
+    if not value:
+        return None
+    try:
+        data = json.loads(value)
+        strokes = data.get("strokes") or []
+        k = side / float(data.get("side") or side)
+        layer = np.zeros((side, side, 4), np.uint8)
+        for st in strokes:
+            if st.get("tool") not in TOOLS:
+                raise ValueError(f"unknown tool {st.get('tool')!r}")
+            pts = np.round(np.asarray(st["points"], np.float64).reshape(-1, 2) * k * 16).astype(np.int32)
+            width = max(1, round(float(st.get("width", 3)) * k))
+            colour = (0, 0, 0, 255) if st["tool"] == "pen" else (255, 255, 255, 255)
+            if len(pts) == 1:  # a dot
+                cv2.circle(layer, tuple(int(v) for v in pts[0]), max(1, width * 8), colour, -1, cv2.LINE_AA, shift=4)
+            else:
+                cv2.polylines(layer, [pts], False, colour, width, cv2.LINE_AA, shift=4)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"the drawing could not be read ({e}); clear it and draw again") from None
+    return layer if strokes else None
+
+
 def shown(image: np.ndarray, side: int) -> np.ndarray:
     """An image scaled to fit `side` (aligned faces are enlarged to the canvas size)."""
     h, w = image.shape[:2]
@@ -547,8 +700,7 @@ def build_app(studio: Studio, title: str = "dfe studio"):
     live = dict(concurrency_limit=1, concurrency_id="model", show_progress="hidden")
 
     def sketch_of(session: Session, value: Any) -> np.ndarray:
-        layers = (value or {}).get("layers") or []
-        return sketch_from_layers(session.opened.sketch, layers)
+        return sketch_from_layers(session.opened.sketch, [strokes_layer(value, side)])
 
     def alphas_of(values: Sequence[float]) -> dict[str, float]:
         return {n: float(a or 0.0) for n, a in zip(names, values)}
@@ -575,8 +727,7 @@ def build_app(studio: Studio, title: str = "dfe studio"):
         except (EditInputError, ValueError) as e:  # the page keeps what it showed
             return (session, gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"**{friendly(e, {path: name})}**")
         session = Session(opened, dict(session.donors))
-        canvas = sketch_on_canvas(opened.sketch, side)
-        editor_value = {"background": canvas, "layers": [], "composite": canvas}
+        editor_value = canvas_value(opened.sketch, side)
         preview, result, msg, session = update(session, editor_value, local, *alpha_values)
         return (session, editor_value, shown(opened.face.photo, 512), preview, result, msg)
 
@@ -598,8 +749,7 @@ def build_app(studio: Studio, title: str = "dfe studio"):
     def clear(session: Session | None, local: bool, *alpha_values: float):
         if session is None or session.opened is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), session
-        canvas = sketch_on_canvas(session.opened.sketch, side)
-        value = {"background": canvas, "layers": [], "composite": canvas}
+        value = canvas_value(session.opened.sketch, side)
         return value, *update(session, value, local, *alpha_values)
 
     def save(session: Session | None, value: Any, local: bool, *alpha_values: float):
@@ -635,13 +785,9 @@ def build_app(studio: Studio, title: str = "dfe studio"):
                     gr.Markdown("No attribute sliders: no vectors found (`--vectors DIR` of .safetensors; the dfi "
                                 "stage writes outputs/dfi/vectors.safetensors).")
             with gr.Column(scale=2, min_width=320):
-                editor = gr.ImageEditor(
-                    label="Sketch: draw here (pen size and colour in the toolbar; undo at the top)", type="numpy",
-                    image_mode="RGBA", sources=(), transforms=(), height=560,
-                    brush=gr.Brush(default_size=3, colors=["#000000", "#ffffff"], color_mode="fixed"),
-                    eraser=gr.Eraser(default_size=6), layers=False, canvas_size=(side, side), fixed_canvas=True,
-                    format="png", elem_id="sketch", buttons=["download"],
-                )
+                gr.Markdown("**Sketch**: draw here")
+                editor = gr.HTML(value="", html_template=CANVAS_HTML, css_template=CANVAS_CSS, js_on_load=CANVAS_JS,
+                                 apply_default_css=False, elem_id="sketch", side=side)
                 with gr.Row():
                     clear_btn = gr.Button("Clear back to the photo's sketch", elem_id="clear")
                     local = gr.Checkbox(value=True, label="Change the face only near my strokes", elem_id="local",
@@ -668,7 +814,8 @@ def build_app(studio: Studio, title: str = "dfe studio"):
         open_outs = [session, editor, photo, preview, result, message]
         upload.upload(open_photo, [session, upload, local, *sliders], open_outs, **live)
         picker.input(open_photo, [session, picker, local, *sliders], open_outs, **live)
-        for trigger in (editor, local, *sliders):
+        editor.input(update, [session, editor, local, *sliders], outs, trigger_mode="always_last", **live)
+        for trigger in (local, *sliders):
             trigger.change(update, [session, editor, local, *sliders], outs, trigger_mode="always_last", **live)
         for s, comp in slots.items():
             comp.change(set_donor(s), [session, comp, editor, local, *sliders], outs, trigger_mode="always_last",

@@ -23,12 +23,10 @@ from .common import comma_floats, comma_names, config_from, fail
 
 def _editor(cfg: dict, dtype_name: Optional[str] = None):
     from pipeline.core.config import resolve_device, resolve_dtype
-    from pipeline.editing.colour_norm import with_colour_range
-    from pipeline.models.editor import load_editor
+    from pipeline.editing.colour_norm import load_photo_editor
 
     dev = resolve_device(cfg["device"])
-    editor = load_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(dtype_name or cfg["dtype"], dev))
-    return with_colour_range(editor, cfg["models_dir"]), dev  # photos in light the networks never saw (editing.colour_norm)
+    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(dtype_name or cfg["dtype"], dev)), dev
 
 
 def attribute_vector_cmd(

@@ -105,7 +105,6 @@ def edit_cmd(
     from pipeline.editing.edit import EditInputError, EditRequest, FaceDetector, run_edit
     from pipeline.core.config import resolve_device, resolve_dtype
     from pipeline.core.io import save_png
-    from pipeline.models.editor import load_editor
 
     cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype,
                               "render": render})
@@ -113,10 +112,9 @@ def edit_cmd(
     req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"], how)
     try:  # missing weights name the stage that makes them; a profile mismatch says so
         dev = resolve_device(cfg["device"])
-        from pipeline.editing.colour_norm import with_colour_range
+        from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = with_colour_range(load_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev)),
-                                   cfg["models_dir"])  # a photo in light the networks never saw: see editing.colour_norm
+        editor = load_photo_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev))
         own_sketch = None
         if geometry_sketch is not None and how == "compose":
             # The photo's own sketch, drawn as the edited one was: the record `dfe sketch` left in it.

@@ -57,7 +57,7 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     from pipeline.data.sketches import SketchesConfig
     from pipeline.editing.edit import FaceDetector
     from pipeline.editing.studio import Studio, find_attribute_vectors, list_faces
-    from pipeline.models.editor import load_editor, load_photo_to_sketch, photo_to_sketch_path
+    from pipeline.models.editor import load_photo_to_sketch, photo_to_sketch_path
 
     style = replace(config_from("sketches", SketchesConfig).style, randomize=0.0)
     face_list = list_faces(faces)
@@ -66,9 +66,9 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     try:
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
-        from pipeline.editing.colour_norm import with_colour_range
+        from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = with_colour_range(load_editor(models_dir, profile, dev, torch_dtype), models_dir)
+        editor = load_photo_editor(models_dir, profile, dev, torch_dtype)
         p2s = None
         if sketcher == "official" or (sketcher == "auto" and photo_to_sketch_path(models_dir).exists()):
             p2s = load_photo_to_sketch(models_dir, profile, dev, torch_dtype)

@@ -233,15 +233,14 @@ def evaluate(cfg: EvalConfig, editor=None) -> dict[str, Any]:
     """
     from pipeline.evaluation import metrics as M
     from pipeline.core.profiles import get_profile
-    from pipeline.models.editor import load_editor
     from pipeline.core.viz import make_grid, swap_matrix_grid, to_uint8
 
     profile = get_profile(cfg.profile)
     device = resolve_device(cfg.device)
     if editor is None:
-        from pipeline.editing.colour_norm import with_colour_range
+        from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = with_colour_range(load_editor(cfg.models_dir, profile, device), cfg.models_dir)
+        editor = load_photo_editor(cfg.models_dir, profile, device)
     cfg.validate()
     data = load_test_set(cfg, profile.resolution, split=cfg.split)
     nulls = training_nulls(cfg, profile.resolution)

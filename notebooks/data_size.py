@@ -3,7 +3,7 @@
     python notebooks/data_size.py run 18 36          # train the default pipeline on 18 and on 36 people
     python notebooks/data_size.py run 0              # 0 = every train person (72 on London): the
                                                      #   workspace's own models, evaluated on val
-    python notebooks/data_size.py plot               # reports/data_size.csv from what ran
+    python notebooks/data_size.py plot               # reports/data_size.{csv,png} from what ran
 
 `run N` clones this repository's HEAD into `--workdir`/N (sharing this DVC cache, so the data
 stages come from it), trains the four stages there with `dvc exp run -S
@@ -12,8 +12,8 @@ marked unused) and evaluates the models on the **val** split (`dfe evaluate --sp
 outputs/data_size/val_N.json. Each size costs a whole training run (about 27 min on 2 Xeon
 cores with bf16). `plot` reads those files and writes the headline figures per size, beside
 their nulls and with binomial standard errors where a figure is a rate over val faces, to
-reports/data_size.csv (committed; `dvc plots show reports/data_size.csv` draws it, dvc.yaml
-declares the plot).
+reports/data_size.csv (committed) and reports/data_size.png (one panel per figure, the null dashed);
+`dvc plots show reports/data_size.csv` draws the same from dvc.yaml's `plots`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.core.io import save_csv
 
@@ -106,11 +108,64 @@ def plot(reports: Path) -> list[dict]:
     rows.sort(key=lambda r: r["people"])
     import pandas as pd
 
+    from pipeline.core.io import save_png
+
     table = pd.DataFrame(rows)
     save_csv(reports / "data_size.csv", table)
+    save_png(reports / "data_size.png", chart(rows))
     print(table.round(4).to_string(index=False))
-    print(f"wrote {reports / 'data_size.csv'}; the picture: dvc plots show reports/data_size.csv (dvc.yaml `plots`)")
+    print(f"wrote {reports / 'data_size.csv'} and {reports / 'data_size.png'} "
+          "(also: dvc plots show reports/data_size.csv, declared in dvc.yaml)")
     return rows
+
+
+def chart(rows: list[dict], w: int = 300, h: int = 230) -> np.ndarray:
+    """One small panel per figure: the model's value per number of people (with its standard
+    error where it has one) and the null as a dashed grey line. OpenCV only: no plotting library
+    for five little line charts."""
+    import cv2
+
+    panels = []
+    xs = [r["people"] for r in rows]
+    for key, label, _, null, _ in FIGURES:
+        img = np.full((h, w, 3), 255, np.uint8)
+        ys = [r[key] for r in rows]
+        lo_hi = [(r[key] - r.get(f"{key}_se", 0.0), r[key] + r.get(f"{key}_se", 0.0)) for r in rows]
+        nulls = [r.get(f"{key}_null") for r in rows] if null else []
+        vals = [v for pair in lo_hi for v in pair] + [v for v in nulls if v is not None]
+        lo, hi = min(vals), max(vals)
+        pad = (hi - lo) * 0.15 or 0.05
+        lo, hi = lo - pad, hi + pad
+        x0, x1, y0, y1 = 50, w - 15, h - 35, 30
+
+        def at(x: float, y: float) -> tuple[int, int]:
+            fx = 0.5 if len(xs) == 1 else (x - min(xs)) / (max(xs) - min(xs))
+            return int(x0 + fx * (x1 - x0)), int(y0 + (y - lo) / (hi - lo) * (y1 - y0))
+
+        cv2.rectangle(img, (x0, y1), (x1, y0), (200, 200, 200), 1)
+        for t in (lo + pad, hi - pad):
+            cv2.putText(img, f"{t:.3g}", (2, at(xs[0], t)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1,
+                        cv2.LINE_AA)
+        for x in xs:
+            cv2.putText(img, str(x), (at(x, lo)[0] - 8, h - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1,
+                        cv2.LINE_AA)
+        if nulls and all(v is not None for v in nulls):
+            for a, b in zip(nulls, nulls[1:] or nulls):
+                pa, pb = at(xs[0], a), at(xs[-1], b)
+                for k in range(0, max(1, pb[0] - pa[0]), 8):
+                    cv2.line(img, (pa[0] + k, pa[1]), (min(pb[0], pa[0] + k + 4), pa[1]), (150, 150, 150), 1)
+        pts = [at(x, y) for x, y in zip(xs, ys)]
+        for (x, (a, b)) in zip(xs, lo_hi):
+            cv2.line(img, at(x, a), at(x, b), (200, 120, 40), 1, cv2.LINE_AA)
+        for a, b in zip(pts, pts[1:]):
+            cv2.line(img, a, b, (200, 90, 20), 2, cv2.LINE_AA)
+        for p in pts:
+            cv2.circle(img, p, 4, (200, 90, 20), -1, cv2.LINE_AA)
+        cv2.putText(img, label[:44], (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(img, "training people", (w // 2 - 45, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (60, 60, 60), 1,
+                    cv2.LINE_AA)
+        panels.append(img)
+    return np.concatenate(panels, axis=1)
 
 
 def main() -> None:
@@ -119,7 +174,7 @@ def main() -> None:
     r = sub.add_parser("run", help="train on N people and evaluate on val")
     r.add_argument("sizes", type=int, nargs="+")
     r.add_argument("--workdir", type=Path, default=Path("/tmp/dfe_data_size"))
-    sub.add_parser("plot", help="reports/data_size.csv")
+    sub.add_parser("plot", help="reports/data_size.{csv,png}")
     args = ap.parse_args()
     if args.cmd == "run":
         args.workdir.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ outputs/data_size/val_N.json. Each size costs a whole training run (about 27 min
 cores with bf16). `plot` reads those files and writes the headline figures per size, beside
 their nulls and with binomial standard errors where a figure is a rate over val faces, to
 reports/data_size.csv (committed) and reports/data_size.png (one panel per figure, the null dashed);
-`dvc plots show reports/data_size.csv` draws the same from dvc.yaml's `plots`.
+`dvc plots show` draws the same from dvc.yaml's `plots`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ FIGURES = (
      None, False),
     ("decoded_sketch_f", "decoded-sketch F", "sketch.decoded_fscore", "sketch.null_mean_sketch_fscore", False),
     ("drawing_over_own", "line drawing: error to drawn / to own", "ratios.drawing_over_own", None, False),
+    # beside the five: the reconstruction's PSNR and how often a swap takes the donor's colours
+    ("recon_psnr", "reconstruction PSNR (dB)", "recon.psnr", "recon.null_mean_image_psnr", False),
+    ("swap_colour_follows", "swap colour follows the appearance photo", "lab.swap_follows_appearance", None, True),
 )
 
 
@@ -97,8 +100,9 @@ def plot(reports: Path) -> list[dict]:
         for key, _, where, null, rate in FIGURES:
             v = _get(m, where)
             row[key] = None if v is None else float(v)
-            if rate and v is not None and faces:
-                row[f"{key}_se"] = float((v * (1 - v) / faces) ** 0.5)
+            n = int(m.get("n_swaps") or 0) if key.startswith("swap") else faces  # a rate over swaps or over faces
+            if rate and v is not None and n:
+                row[f"{key}_se"] = float((v * (1 - v) / n) ** 0.5)
             if null:
                 nv = _get(m, null)
                 row[f"{key}_null"] = None if nv is None else float(nv)
@@ -115,7 +119,7 @@ def plot(reports: Path) -> list[dict]:
     save_png(reports / "data_size.png", chart(rows))
     print(table.round(4).to_string(index=False))
     print(f"wrote {reports / 'data_size.csv'} and {reports / 'data_size.png'} "
-          "(also: dvc plots show reports/data_size.csv, declared in dvc.yaml)")
+          "(also: dvc plots show, declared in dvc.yaml)")
     return rows
 
 
@@ -130,7 +134,8 @@ def chart(rows: list[dict], w: int = 300, h: int = 230) -> np.ndarray:
     for key, label, _, null, _ in FIGURES:
         img = np.full((h, w, 3), 255, np.uint8)
         ys = [r[key] for r in rows]
-        lo_hi = [(r[key] - r.get(f"{key}_se", 0.0), r[key] + r.get(f"{key}_se", 0.0)) for r in rows]
+        se = [r.get(f"{key}_se", 0.0) for r in rows]
+        lo_hi = [(max(0.0, y - e), y + e) if e else (y, y) for y, e in zip(ys, se)]  # rates: not below 0
         nulls = [r.get(f"{key}_null") for r in rows] if null else []
         vals = [v for pair in lo_hi for v in pair] + [v for v in nulls if v is not None]
         lo, hi = min(vals), max(vals)
@@ -144,16 +149,20 @@ def chart(rows: list[dict], w: int = 300, h: int = 230) -> np.ndarray:
 
         cv2.rectangle(img, (x0, y1), (x1, y0), (200, 200, 200), 1)
         for t in (lo + pad, hi - pad):
-            cv2.putText(img, f"{t:.3g}", (2, at(xs[0], t)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1,
+            cv2.putText(img, f"{t:.3f}", (2, at(xs[0], t)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (90, 90, 90), 1,
                         cv2.LINE_AA)
         for x in xs:
             cv2.putText(img, str(x), (at(x, lo)[0] - 8, h - 18), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (60, 60, 60), 1,
                         cv2.LINE_AA)
-        if nulls and all(v is not None for v in nulls):
-            for a, b in zip(nulls, nulls[1:] or nulls):
-                pa, pb = at(xs[0], a), at(xs[-1], b)
-                for k in range(0, max(1, pb[0] - pa[0]), 8):
-                    cv2.line(img, (pa[0] + k, pa[1]), (min(pb[0], pa[0] + k + 4), pa[1]), (150, 150, 150), 1)
+        if nulls and all(v is not None for v in nulls):  # dashed, through each run's own null
+            ends = [at(x, v) for x, v in zip(xs, nulls)] if len(xs) > 1 else [(x0, at(xs[0], nulls[0])[1]),
+                                                                              (x1, at(xs[0], nulls[0])[1])]
+            for pa, pb in zip(ends, ends[1:]):
+                length = max(1.0, float(np.hypot(pb[0] - pa[0], pb[1] - pa[1])))
+                for t in np.arange(0.0, length, 8.0):
+                    a, b = t / length, min(1.0, (t + 4) / length)
+                    cv2.line(img, (int(pa[0] + a * (pb[0] - pa[0])), int(pa[1] + a * (pb[1] - pa[1]))),
+                             (int(pa[0] + b * (pb[0] - pa[0])), int(pa[1] + b * (pb[1] - pa[1]))), (150, 150, 150), 1)
         pts = [at(x, y) for x, y in zip(xs, ys)]
         for (x, (a, b)) in zip(xs, lo_hi):
             cv2.line(img, at(x, a), at(x, b), (200, 120, 40), 1, cv2.LINE_AA)

@@ -185,6 +185,30 @@ def test_a_stroke_reruns_only_the_parts_it_crosses(studio, photos):
     assert np.array_equal(studio.render(fresh, sketch).face, cached.face)
 
 
+def test_the_part_cache_keeps_the_colour_range(studio, photos):
+    """`dfe studio` loads its editor with the training faces' colour range: a cached render is
+    moved back to the photo's light exactly as the whole forward pass is."""
+    from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
+    from pipeline.editing.colour_norm import ColourNormalised, colour_range
+    from pipeline.editing.edit import _sketch_tensor
+    from pipeline.editing.studio import PartCache
+
+    opened = studio.open(photos["face"])
+    green = studio.donor(photos["green"]).face
+    r = colour_range(np.stack([green] * 4), k=0.1)  # a range the London photo lies far outside
+    ranged = Studio(ColourNormalised(studio.editor, r["low"], r["high"]), studio.detector, studio.style)
+    codes = ranged.editor.appearance_codes(faces_to_tensor(opened.face.face[None], ranged.editor.device))
+    sketch = sketch_from_layers(opened.sketch, [_stroke_layer(canvas_size(R))])
+    whole = tensor_to_faces(ranged.editor.render(ranged.editor.geometry_from_sketch(
+        _sketch_tensor(sketch, ranged.editor.device)), codes))[0]
+    plain = tensor_to_faces(studio.editor.render(studio.editor.geometry_from_sketch(
+        _sketch_tensor(sketch, studio.editor.device)), {p: codes[p] for p in PARTS}))[0]
+    assert not np.array_equal(whole, plain)  # the range moved this render back
+    cache = PartCache()
+    ranged._forward(opened.sketch, codes, [], cache)
+    assert np.array_equal(ranged._forward(sketch, codes, [], cache), whole)
+
+
 def test_part_appearance_changes_that_part(studio, photos):
     opened = studio.open(photos["face"])
     own = studio.render(opened)

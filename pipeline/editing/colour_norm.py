@@ -170,9 +170,9 @@ class ColourNormalised:
         codes[STATS_KEY] = stats
         return codes
 
-    def render(self, geometry, codes):
+    def render(self, geometry, codes, part_features=None):
         plain = {k: v for k, v in codes.items() if k != STATS_KEY}
-        out = self.editor.render(geometry, plain)
+        out = self.editor.render(geometry, plain, **({"part_features": part_features} if part_features else {}))
         stats = codes.get(STATS_KEY)
         if stats is None:
             return out

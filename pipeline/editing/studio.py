@@ -148,10 +148,10 @@ class PartCache:
 
     def render(self, editor, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
         """editor.render(geometry, codes), with each part's features reused where its latent
-        and code are the very tensors of an earlier update."""
-        feats = {}
-        for part in editor.boxes:
-            g, c = geometry[part], codes[part]
+        and code are the very tensors of an earlier update (through the editor's own render, so
+        a wrapper such as the colour range still moves the render back)."""
+
+        def features(part: str, g: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             seen = self.features.setdefault(part, [])
             found = next((f for g0, c0, f in seen if g0 is g and c0 is c), None)
             if found is None:
@@ -159,8 +159,9 @@ class PartCache:
                 seen.insert(0, (g, c, found))  # holding g and c keeps their identities unique
                 del seen[self.keep:]
                 self.runs[part] = self.runs.get(part, 0) + 1
-            feats[part] = found
-        return editor.fuse(feats)
+            return found
+
+        return editor.render(geometry, codes, part_features=features)
 
 
 @dataclass

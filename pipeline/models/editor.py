@@ -200,9 +200,12 @@ class Editor:
         return {p: self.parts[p]["generator"].style(c) for p, c in self.crops(face).items()}
 
     @torch.inference_mode()
-    def render(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Face from per-part geometry latents and appearance codes (one forward pass)."""
-        return self.fuse({part: self.part_features(part, geometry[part], codes[part]) for part in PARTS})
+    def render(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor],
+               part_features=None) -> torch.Tensor:
+        """Face from per-part geometry latents and appearance codes (one forward pass).
+        `part_features(part, geometry, code)` stands in for `self.part_features` (a cache)."""
+        features = part_features or self.part_features
+        return self.fuse({part: features(part, geometry[part], codes[part]) for part in PARTS})
 
     @torch.inference_mode()
     def part_features(self, part: str, geometry: torch.Tensor, code: torch.Tensor) -> torch.Tensor:

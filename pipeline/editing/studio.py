@@ -585,9 +585,7 @@ canvas.addEventListener('pointermove', e => {
   if (!current) return;
   const p = at(e), last = current.points[current.points.length - 1];
   current.points.push(p);
-  ctx.strokeStyle = current.tool === 'paper' ? '#fff' : '#000';
-  ctx.lineWidth = current.width; ctx.lineCap = 'round';
-  ctx.beginPath(); ctx.moveTo(last[0], last[1]); ctx.lineTo(p[0], p[1]); ctx.stroke();
+  paint({tool: current.tool, width: current.width, points: [last, p]});  // only the new segment
 });
 function lift() {
   if (current) { strokes.push(current); current = null; send(); }
@@ -618,9 +616,9 @@ redraw();
 """
 
 
-def canvas_value(sketch: np.ndarray, side: int, strokes: Sequence[Mapping[str, Any]] = ()) -> str:
-    """The canvas's value as the server sends it: the sketch (R,R) as its background (a PNG
-    data URL at `side` px) and the strokes to show on it."""
+def canvas_value(sketch: np.ndarray, side: int) -> str:
+    """The canvas's value as the server sends it (a photo opened, a clear): the sketch (R,R) as
+    its background (a PNG data URL at `side` px) and no strokes."""
     import base64
     import json
 
@@ -628,7 +626,7 @@ def canvas_value(sketch: np.ndarray, side: int, strokes: Sequence[Mapping[str, A
     if not ok:
         raise RuntimeError("encoding the sketch as PNG failed")
     return json.dumps({"background": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii"),
-                       "strokes": list(strokes)})
+                       "strokes": []})
 
 
 def strokes_layer(value: str | None, side: int) -> np.ndarray | None:

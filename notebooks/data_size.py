@@ -80,7 +80,7 @@ def run_size(n: int, workdir: Path) -> Path:
     return out
 
 
-def people(metrics_path: Path, n: int) -> int:
+def people(n: int) -> int:
     """Train people behind a val_N.json: N, or (0) every train person of the workspace's split."""
     if n:
         return n
@@ -96,7 +96,7 @@ def plot(reports: Path) -> list[dict]:
         n = int(path.stem.split("_")[1])
         m = json.loads(path.read_text())
         faces = int(m.get("n_test") or 0)  # the split evaluated (val here)
-        row = {"people": people(path, n), "val_faces": faces}
+        row = {"people": people(n), "val_faces": faces}
         for key, _, where, null, rate in FIGURES:
             v = _get(m, where)
             row[key] = None if v is None else float(v)

@@ -15,6 +15,15 @@ the five parts (benchmarks.edit.random_editor: the same FLOPs at a fifth of the 
 PSNR compares the uint8 outputs (what a user gets) of bf16 against fp32 on the same input.
 Times are wall seconds and this process's CPU seconds (on a shared machine the CPU time is the
 steadier of the two); the fastest edit of each dtype counts.
+
+The second table is the model work of whole commands, in fp32: `dfe edit PHOTO -s EDITED`
+composes, so beside the edit it renders R0 (the photo's own sketch) and R1 (the edited
+sketch), both with the photo's own colours; `dfe edit PHOTO -a OTHER` renders the photo's own
+reconstruction beside the edit. Each render alone (as before `editing.renders.EditRenders`)
+against one EditRenders per command (what `dfe edit` runs: shared codes and geometry, part
+features of the parts the stroke left alone, R1 and the edit one render when the colours are the
+photo's own). The stroke crosses the mouth's box (and bg's, the whole face); outputs must match
+bit for bit.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import torch
 from benchmarks.edit import random_editor
 from pipeline.core.profiles import get_profile
 from pipeline.editing.edit import edit_aligned
+from pipeline.editing.renders import EditRenders
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
@@ -54,11 +64,55 @@ def native_bf16(device: torch.device) -> str:
     return "yes" if (probe is not None and probe()) or (amx is not None and amx()) else "no (emulated)"
 
 
+def mouth_stroke(sketch: np.ndarray, boxes: dict[str, tuple[int, int, int]]) -> np.ndarray:
+    """`sketch` with a line across the lower half of the mouth's box (below the nose's)."""
+    import cv2
+
+    x, y, size = boxes["mouth"]
+    out = sketch.copy()
+    row = y + (3 * size) // 4
+    cv2.line(out, (x + size // 4, row), (x + (3 * size) // 4, row + size // 16), 0, max(1, size // 48))
+    return out
+
+
+def command_renders(editor, photo: np.ndarray, other: np.ndarray, s0: np.ndarray, s1: np.ndarray):
+    """Per command: the renders it asks for, as (appearance, geometry_photo, geometry_sketch)."""
+    return {
+        "dfe edit -s (own colours)": [(photo, photo, s1), (photo, None, s0), (photo, None, s1)],
+        "dfe edit -s -a OTHER": [(other, photo, s1), (photo, None, s0), (photo, None, s1)],
+        "dfe edit -a OTHER": [(other, photo, None), (photo, photo, None)],
+    }
+
+
+def time_commands(editor, faces, iters: int) -> None:
+    """Each command's renders one by one against one EditRenders; prints the table."""
+    rng = np.random.default_rng(1)
+    r = editor.profile.resolution
+    s0 = np.where(rng.random((r, r)) < 0.03, 0, 255).astype(np.uint8)  # sparse dark strokes on white
+    s1 = mouth_stroke(s0, editor.boxes)
+    print(f"{'command (fp32)':28} {'alone s':>8} {'shared s':>9} {'x alone':>8} {'renders':>8}  outputs")
+    for name, calls in command_renders(editor, faces[0], faces[1], s0, s1).items():
+        alone, shared = [], []
+        for _ in range(iters):
+            t = time.process_time()
+            ref = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=sk) for a, g, sk in calls]
+            alone.append(time.process_time() - t)
+            t, renders = time.process_time(), EditRenders(editor)
+            out = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=sk, renders=renders) for a, g, sk in calls]
+            shared.append(time.process_time() - t)
+        same = all(np.array_equal(a, b) for a, b in zip(ref, out))
+        print(f"{name:28} {min(alone):8.2f} {min(shared):9.2f} {min(shared) / min(alone):8.2f} "
+              f"{renders.forward_passes:>4} of {len(calls)}  {'identical' if same else 'DIFFER'}")
+    print("(CPU seconds of this process, the fastest of each)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--iters", type=int, default=2, help="edits per dtype; the fastest counts")
+    ap.add_argument("--commands", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time whole `dfe edit` commands: each render alone against shared work")
     args = ap.parse_args()
     device, profile = torch.device(args.device), get_profile(args.profile)
     r = profile.resolution
@@ -100,6 +154,9 @@ def main() -> None:
     print(f"bf16 output: {100 * float(np.mean(out != ref)):.1f}% of values differ from fp32, "
           f"max {int(np.abs(out.astype(int) - ref).max())} levels; {args.iters} edits per path, the fastest shown")
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32's time at >= 40 dB")
+    if args.commands:
+        print()
+        time_commands(editor, faces, args.iters)
 
 
 if __name__ == "__main__":

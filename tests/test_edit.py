@@ -172,3 +172,40 @@ def test_edit_with_the_photos_own_sketch_gives_back_the_photo_and_a_stroke_chang
     r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "--render", "pasted",
                             "-o", str(tmp_path / "x.png"), *common])
     assert r.exit_code == 2 and "compose or full" in r.output
+
+
+def test_one_edits_renders_share_their_work_and_give_what_each_render_alone_gives(editor, photos):
+    """`dfe edit -s` renders the edit, R0 and R1: through one EditRenders the parts a mouth
+    stroke left alone are encoded and generated once per appearance, the edit and R1 are one
+    render when the colours are the photo's own, and every render is the one it gives alone."""
+    from pipeline.editing.edit import edit_aligned
+    from pipeline.editing.renders import EditRenders
+
+    r = editor.profile.resolution
+    face, other = aligned_london([photos["geo"], photos["app"]], r)[0]
+    s0 = np.full((r, r), 255, np.uint8)
+    cv2.ellipse(s0, (r // 2, r // 2), (r // 3, int(r * 0.42)), 0, 0, 360, 0, 1)  # a face outline
+    x, y, size = editor.boxes["mouth"]
+    nose_bottom = editor.boxes["nose"][1] + editor.boxes["nose"][2]
+    row = max(y + (3 * size) // 4, nose_bottom + 2)
+    assert row < y + size, "the stroke must lie in the mouth's box, below the nose's"
+    s1 = s0.copy()
+    cv2.line(s1, (x + size // 4, row), (x + (3 * size) // 4, row), 0, 1)
+
+    calls = [(face, face, s1), (face, None, s0), (face, None, s1)]  # the edit, R0, R1 (own colours)
+    alone = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=s) for a, g, s in calls]
+    renders = EditRenders(editor)
+    shared = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=s, renders=renders) for a, g, s in calls]
+    assert all(np.array_equal(a, b) for a, b in zip(alone, shared))
+    assert not np.array_equal(shared[1], shared[2])  # the stroke changed the render
+    assert renders.forward_passes == 2  # R1 is the edit
+    # s1, then s0: the eyes and nose encoded and generated once; mouth and bg twice each
+    assert {p: renders.parts.runs[p] for p in ("eye1", "eye2", "nose")} == {"eye1": 2, "eye2": 2, "nose": 2}
+    assert renders.parts.runs["mouth"] == renders.parts.runs["bg"] == 4
+
+    swap = EditRenders(editor)  # another photo's colours: three renders, the geometry still shared
+    swapped = edit_aligned(editor, other, geometry_photo=face, geometry_sketch=s1, renders=swap)
+    assert np.array_equal(swapped, edit_aligned(editor, other, geometry_sketch=s1))
+    for a, g, s in calls[1:]:
+        edit_aligned(editor, a, geometry_photo=g, geometry_sketch=s, renders=swap)
+    assert swap.forward_passes == 3 and swap.parts.runs["eye1"] == 3  # one encoding, two codes

@@ -115,17 +115,18 @@ def edit_aligned(
     geometry_photo: np.ndarray | None = None,
     geometry_sketch: np.ndarray | None = None,
     part_appearance: dict[str, np.ndarray] | None = None,
+    renders=None,
 ) -> np.ndarray:
     """The edited aligned face (R,R,3) uint8.
 
     Geometry from `geometry_sketch` (R,R) uint8 via E_sketch when given, else from
     `geometry_photo` (R,R,3) via E_image; appearance codes of every part from `appearance`,
     replaced per part by `part_appearance[part]` (all aligned (R,R,3) uint8 faces).
+    `renders` (editing.renders.EditRenders) shares the work of several renders of one edit.
     """
-    from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
+    from pipeline.editing.renders import EditRenders
 
     r = editor.profile.resolution
-    device = next(editor.fusion.parameters()).device
     overrides = dict(part_appearance or {})
     unknown = set(overrides) - set(PARTS)
     if unknown:
@@ -135,17 +136,13 @@ def edit_aligned(
         raise ValueError(f"appearance faces must be ({r},{r},3), got {[f.shape for f in faces]}")
     if geometry_sketch is not None:
         assert geometry_sketch.shape == (r, r), geometry_sketch.shape
-        geometry = editor.geometry_from_sketch(_sketch_tensor(geometry_sketch, device))
     elif geometry_photo is not None:
         assert geometry_photo.shape == (r, r, 3), geometry_photo.shape
-        geometry = editor.geometry_from_photo(faces_to_tensor(geometry_photo[None], device))
     else:
         raise ValueError("edit_aligned needs a geometry photo or a geometry sketch")
-    all_codes = editor.appearance_codes(faces_to_tensor(np.stack(faces), device))  # one batch for every donor
-    codes = {p: v[:1] for p, v in all_codes.items()}  # PARTS, and what a wrapper adds (colour_norm: the light)
-    for k, part in enumerate(overrides, start=1):
-        codes[part] = all_codes[part][k : k + 1]
-    return tensor_to_faces(editor.render(geometry, codes))[0]
+    renders = renders or EditRenders(editor)
+    assert renders.editor is editor, "EditRenders belongs to another editor"
+    return renders.render(appearance, geometry_photo if geometry_sketch is None else None, geometry_sketch, overrides)
 
 
 SKETCH_RECORD = "dfe:sketch"  # PNG tEXt key: how `dfe sketch` drew a sketch (sketcher, profile, frame)
@@ -176,6 +173,7 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None, own_sketch
     `own_sketch(AlignedFace) -> (R,R) uint8` as `dfe sketch` draws it; "full" pastes the
     network's whole render."""
     from pipeline.editing.compose import RENDERS, ComposeSettings
+    from pipeline.editing.renders import EditRenders
 
     r = editor.profile.resolution
     if req.render not in RENDERS:
@@ -211,7 +209,8 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None, own_sketch
     app = target.face if own_colours and target is not None else \
         align_image(read_image(req.appearance), r, det, req.appearance).face
     parts = {p: align_image(read_image(path), r, det, path).face for p, path in req.part_appearance.items()}
-    out = edit_aligned(editor, app, None if target is None else target.face, sketch, parts)
+    renders = EditRenders(editor)  # the edit and the composition's renders share their work
+    out = edit_aligned(editor, app, None if target is None else target.face, sketch, parts, renders)
     if target is None:  # an aligned sketch alone: there is no photo to keep
         return EditResult(out, out, np.array([[1.0, 0, 0], [0, 1.0, 0]]))
     if req.render == "full":
@@ -229,15 +228,17 @@ def run_edit(req: EditRequest, editor, detector: FaceDetector | None, own_sketch
         if not req.aligned:  # through the photo's frame and back, as the drawn sketch came
             s0 = warp_sketch(sketch_to_photo_frame(s0, target.transform, target.photo.shape[:2]), target.transform, r)
     image = compose_edit(editor, target, out, sketch, s0, None if own_colours else (app, parts),
-                         settings or ComposeSettings(), req.feather)
+                         settings or ComposeSettings(), req.feather, renders)
     return EditResult(image, out, target.transform)
 
 
 def compose_edit(editor, target: AlignedFace, edited: np.ndarray, sketch: np.ndarray | None, own_sketch: np.ndarray | None,
-                 appearance: tuple[np.ndarray, dict[str, np.ndarray]] | None, settings, feather: float = 0.06) -> np.ndarray:
+                 appearance: tuple[np.ndarray, dict[str, np.ndarray]] | None, settings, feather: float = 0.06,
+                 renders=None) -> np.ndarray:
     """`edit_aligned`'s result put into the photo by editing.compose: the geometry change from
     the photo's own sketch to `sketch` (when given), then the appearance change to `appearance`
-    ((all-part face, per-part faces), None: the photo's own)."""
+    ((all-part face, per-part faces), None: the photo's own). `renders`: the EditRenders that
+    made `edited`, so the reference renders reuse its work."""
     from pipeline.editing.blend import inner_face_mask
     from pipeline.editing.compose import compose
 
@@ -245,11 +246,12 @@ def compose_edit(editor, target: AlignedFace, edited: np.ndarray, sketch: np.nda
     geometry = sketches = changes = None
     own = target.face
     if sketch is not None:
-        r0, r1 = edit_aligned(editor, own, geometry_sketch=own_sketch), edit_aligned(editor, own, geometry_sketch=sketch)
+        r0 = edit_aligned(editor, own, geometry_sketch=own_sketch, renders=renders)
+        r1 = edit_aligned(editor, own, geometry_sketch=sketch, renders=renders)
         geometry, sketches = (r0, r1), (own_sketch, sketch)
         changes = (r1, edited) if appearance is not None else None
     elif appearance is not None:
-        changes = (edit_aligned(editor, own, geometry_photo=own), edited)
+        changes = (edit_aligned(editor, own, geometry_photo=own, renders=renders), edited)
     mask = np.ones((r, r), np.float32) if target.landmarks is None else inner_face_mask(target.landmarks, r, feather)
     shift = None
     if appearance is not None:  # the appearance photos' own colours, part by part ("bg": the one for every part)

@@ -42,6 +42,7 @@ import torch
 
 from pipeline.dfi.vectors import IMAGE_SUFFIXES
 from pipeline.editing.edit import AlignedFace, EditInputError, FaceDetector, align_image, read_image
+from pipeline.editing.renders import PartCache
 
 # The appearance slots a person fills: one photo for every part, or one per group of parts.
 ALL = "all"
@@ -112,56 +113,6 @@ def find_attribute_vectors(folder: str | Path | None, shapes=None) -> tuple[list
 
 
 # --------------------------------------------------------------------------- the edit step
-
-
-class PartCache:
-    """What one photo's updates have in common, part by part, so a stroke re-runs only the
-    parts whose box it crosses: each part's last sketch crop and its geometry latent, and
-    the generator features of the last few (geometry, appearance code) pairs. A part whose
-    crop did not change keeps its latent (the same tensor), so its features are found again
-    for the same code; only the fusion net always runs. Exact: the render is the one the
-    whole forward pass would give (tests/test_studio.py)."""
-
-    def __init__(self, keep: int = 4) -> None:
-        self.keep = keep  # feature maps kept per part (own and donor codes, before and after a slider)
-        self.crops: dict[str, tuple[np.ndarray, torch.Tensor]] = {}
-        self.features: dict[str, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
-        self.runs: dict[str, int] = {}  # part -> encoder + generator runs (what a test can count)
-
-    def geometry(self, editor, sketch: np.ndarray) -> dict[str, torch.Tensor]:
-        """part -> geometry latent of the (R,R) uint8 sketch; unchanged crops are not re-encoded."""
-        from pipeline.editing.edit import _sketch_tensor
-
-        out, full = {}, None
-        for part, (x, y, size) in editor.boxes.items():
-            crop = sketch[y:y + size, x:x + size]
-            hit = self.crops.get(part)
-            if hit is not None and np.array_equal(hit[0], crop):
-                out[part] = hit[1]
-                continue
-            if full is None:
-                full = _sketch_tensor(sketch, editor.device)
-            out[part] = editor.part_geometry_from_sketch(part, full[:, :, y:y + size, x:x + size])
-            self.crops[part] = (crop.copy(), out[part])
-            self.runs[part] = self.runs.get(part, 0) + 1
-        return out
-
-    def render(self, editor, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor]) -> torch.Tensor:
-        """editor.render(geometry, codes), with each part's features reused where its latent
-        and code are the very tensors of an earlier update (through the editor's own render, so
-        a wrapper such as the colour range still moves the render back)."""
-
-        def features(part: str, g: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-            seen = self.features.setdefault(part, [])
-            found = next((f for g0, c0, f in seen if g0 is g and c0 is c), None)
-            if found is None:
-                found = editor.part_features(part, g, c)
-                seen.insert(0, (g, c, found))  # holding g and c keeps their identities unique
-                del seen[self.keep:]
-                self.runs[part] = self.runs.get(part, 0) + 1
-            return found
-
-        return editor.render(geometry, codes, part_features=features)
 
 
 @dataclass

@@ -6,7 +6,8 @@ and paper profiles.
 
 One sketch edit as `dfe edit PHOTO -s EDITED -a OTHER` runs it, on a London photo (1024 px):
 model = the renders the composition compares (the photo's own sketch and the edited one with
-the photo's appearance, the edited one with the other appearance); compose = the sketch flow,
+the photo's appearance, the edited one with the other appearance; one `EditRenders`, as `dfe
+edit` shares their work); compose = the sketch flow,
 the warp of the photo's own pixels, the residual and the Lab appearance change, at the photo's
 resolution. Decoding, detection and the sketch drawing are left out (the same for both paths).
 Random paper weights share one module per kind across the parts (same FLOPs, a fifth of the
@@ -33,12 +34,14 @@ def one_edit(editor, target, own_sketch, edited_sketch, other_face):
     from pipeline.editing.blend import inner_face_mask
     from pipeline.editing.compose import compose
     from pipeline.editing.edit import edit_aligned
+    from pipeline.editing.renders import EditRenders
 
     t0 = time.perf_counter()
+    renders = EditRenders(editor)  # as `dfe edit` runs them: the three renders share their work
     with torch.inference_mode():
-        r0 = edit_aligned(editor, target.face, geometry_sketch=own_sketch)
-        r1 = edit_aligned(editor, target.face, geometry_sketch=edited_sketch)
-        a1 = edit_aligned(editor, other_face, geometry_sketch=edited_sketch)
+        a1 = edit_aligned(editor, other_face, geometry_sketch=edited_sketch, renders=renders)
+        r0 = edit_aligned(editor, target.face, geometry_sketch=own_sketch, renders=renders)
+        r1 = edit_aligned(editor, target.face, geometry_sketch=edited_sketch, renders=renders)
     t1 = time.perf_counter()
     mask = inner_face_mask(target.landmarks, target.face.shape[0])
     out = compose(target.photo, target.transform, geometry=(r0, r1), sketches=(own_sketch, edited_sketch),

@@ -9,9 +9,11 @@ codes of two donors, part generators, global fusion): the same random inputs go 
 editor in fp32 eager, in fp32 with channels_last weights, in fp32 with oneDNN's bf16 math for
 convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 only), and
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
-so that a change in the machine's load hits all alike. (torch.compile was tried too: at the
-small profile it compiled for 79 s and then ran no faster than eager.) The paper editor has random weights with one image encoder and one generator shared by
-the five parts (benchmarks.edit.random_editor: the same FLOPs at a fifth of the memory).
+so that a change in the machine's load hits all alike; and with only the fusion net in bf16
+(`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32). (torch.compile was tried
+too: at the small profile it compiled for 79 s and then ran no faster than eager.) The paper
+editor has random weights with one image encoder and one generator shared by the five parts
+(benchmarks.edit.random_editor: the same FLOPs at a fifth of the memory).
 PSNR compares the uint8 outputs (what a user gets) of bf16 against fp32 on the same input.
 Times are wall seconds and this process's CPU seconds (on a shared machine the CPU time is the
 steadier of the two); the fastest edit of each dtype counts.
@@ -23,7 +25,8 @@ reconstruction beside the edit. Each render alone (as before `editing.renders.Ed
 against one EditRenders per command (what `dfe edit` runs: shared codes and geometry, part
 features of the parts the stroke left alone, R1 and the edit one render when the colours are the
 photo's own). The stroke crosses the mouth's box (and bg's, the whole face); outputs must match
-bit for bit.
+bit for bit. On CPUs with native bf16 also the shared renders with the fusion net in bf16
+(`--dtype bf16-fusion`), with the lowest PSNR of its renders against fp32's.
 """
 
 from __future__ import annotations
@@ -44,6 +47,35 @@ from pipeline.editing.renders import EditRenders
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+class InBF16(torch.nn.Module):
+    """A part generator run in bf16 inside an fp32 editor: inputs cast to bf16, outputs back to
+    fp32 (a benchmark path only; the fusion net has its own, `Editor.cast_fusion`)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net.to(torch.bfloat16)
+
+    @staticmethod
+    def _f32(out):
+        return tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+
+    def style(self, x):
+        return self._f32(self.net.style(x.to(torch.bfloat16)))
+
+    def decode(self, g, c):
+        return self._f32(self.net.decode(g.to(torch.bfloat16), c.to(torch.bfloat16)))
+
+
+def generators_in_bf16(editor):
+    """A copy of `editor` with only the part generators in bf16."""
+    ed = copy.deepcopy(editor)
+    wrapped: dict[int, InBF16] = {}  # a generator shared by parts stays shared
+    for part, modules in ed.parts.items():
+        g = modules["generator"]
+        ed.parts[part] = {**modules, "generator": wrapped.setdefault(id(g), InBF16(g))}
+    return ed
 
 
 def timed_edit(editor, faces) -> tuple[float, float, np.ndarray]:
@@ -84,15 +116,18 @@ def command_renders(editor, photo: np.ndarray, other: np.ndarray, s0: np.ndarray
     }
 
 
-def time_commands(editor, faces, iters: int) -> None:
-    """Each command's renders one by one against one EditRenders; prints the table."""
+def time_commands(editor, faces, iters: int, fusion_bf16=None) -> None:
+    """Each command's renders one by one against one EditRenders; prints the table. With
+    `fusion_bf16` (a copy of `editor` with `cast_fusion(bf16)`) also the shared renders of that
+    editor, and their lowest PSNR against fp32's renders alone."""
     rng = np.random.default_rng(1)
     r = editor.profile.resolution
     s0 = np.where(rng.random((r, r)) < 0.03, 0, 255).astype(np.uint8)  # sparse dark strokes on white
     s1 = mouth_stroke(s0, editor.boxes)
-    print(f"{'command (fp32)':28} {'alone s':>8} {'shared s':>9} {'x alone':>8} {'renders':>8}  outputs")
+    extra = f" {'bf16-fusion s':>14} {'x alone':>8} {'PSNR':>8}" if fusion_bf16 is not None else ""
+    print(f"{'command (fp32)':28} {'alone s':>8} {'shared s':>9} {'x alone':>8} {'renders':>8}  {'outputs':9}{extra}")
     for name, calls in command_renders(editor, faces[0], faces[1], s0, s1).items():
-        alone, shared = [], []
+        alone, shared, mixed = [], [], []
         for _ in range(iters):
             t = time.process_time()
             ref = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=sk) for a, g, sk in calls]
@@ -100,9 +135,18 @@ def time_commands(editor, faces, iters: int) -> None:
             t, renders = time.process_time(), EditRenders(editor)
             out = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=sk, renders=renders) for a, g, sk in calls]
             shared.append(time.process_time() - t)
+            if fusion_bf16 is not None:
+                t, quick = time.process_time(), EditRenders(fusion_bf16)
+                low = [edit_aligned(fusion_bf16, a, geometry_photo=g, geometry_sketch=sk, renders=quick)
+                       for a, g, sk in calls]
+                mixed.append(time.process_time() - t)
         same = all(np.array_equal(a, b) for a, b in zip(ref, out))
-        print(f"{name:28} {min(alone):8.2f} {min(shared):9.2f} {min(shared) / min(alone):8.2f} "
-              f"{renders.forward_passes:>4} of {len(calls)}  {'identical' if same else 'DIFFER'}")
+        line = (f"{name:28} {min(alone):8.2f} {min(shared):9.2f} {min(shared) / min(alone):8.2f} "
+                f"{renders.forward_passes:>4} of {len(calls)}  {'identical' if same else 'DIFFER':9}")
+        if mixed:
+            psnr = min(psnr_uint8(a, b) for a, b in zip(low, ref))
+            line += f" {min(mixed):14.2f} {min(mixed) / min(alone):8.2f} {psnr:5.1f} dB"
+        print(line)
     print("(CPU seconds of this process, the fastest of each)")
 
 
@@ -134,6 +178,8 @@ def main() -> None:
     paths = {"fp32": (editor, "none"), "fp32 channels_last": (channels_last, "none")}
     if device.type == "cpu" and native_bf16(device) == "yes":
         paths["fp32, oneDNN bf16 math"] = (editor, "bf16")
+    paths["bf16 fusion net only"] = (copy.deepcopy(editor).cast_fusion(torch.bfloat16), "none")  # --dtype bf16-fusion
+    paths["bf16 part generators only"] = (generators_in_bf16(editor), "none")
     paths["bf16"] = (copy.deepcopy(editor).cast(torch.bfloat16), "none")
     rows: dict[str, tuple[list[float], list[float], np.ndarray]] = {k: ([], [], None) for k in paths}
     mkldnn = torch.backends.mkldnn
@@ -146,17 +192,17 @@ def main() -> None:
                 mkldnn.conv.fp32_precision = mkldnn.matmul.fp32_precision = "none"
             rows[name] = (rows[name][0] + [wall], rows[name][1] + [cpu], out)
     wall0, cpu0, ref = min(rows["fp32"][0]), min(rows["fp32"][1]), rows["fp32"][2]
-    print(f"{'path':24} {'wall s':>8} {'x fp32':>7} {'CPU s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
+    print(f"{'path':27} {'wall s':>8} {'x fp32':>7} {'CPU s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
     for name, (wall, cpu, out) in rows.items():
         psnr = "-" if name == "fp32" else f"{psnr_uint8(out, ref):.1f} dB"
-        print(f"{name:24} {min(wall):8.2f} {min(wall) / wall0:7.2f} {min(cpu):8.2f} {min(cpu) / cpu0:7.2f} {psnr:>13}")
+        print(f"{name:27} {min(wall):8.2f} {min(wall) / wall0:7.2f} {min(cpu):8.2f} {min(cpu) / cpu0:7.2f} {psnr:>13}")
     out = rows["bf16"][2]
     print(f"bf16 output: {100 * float(np.mean(out != ref)):.1f}% of values differ from fp32, "
           f"max {int(np.abs(out.astype(int) - ref).max())} levels; {args.iters} edits per path, the fastest shown")
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32's time at >= 40 dB")
     if args.commands:
         print()
-        time_commands(editor, faces, args.iters)
+        time_commands(editor, faces, args.iters, paths.get("bf16 fusion net only", (None,))[0])
 
 
 if __name__ == "__main__":

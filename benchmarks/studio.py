@@ -21,7 +21,8 @@ Rows:
   image loading). Headless Chromium paints the canvas in software.
 - paper: the models per update and per stroke at 512 px, random weights, one sketch encoder
   and one generator shared by the five parts (the FLOPs of five, a fifth of the memory);
-  ~1.2 B parameters.
+  ~1.2 B parameters; on CPUs with native bf16 also per stroke with the fusion net in bf16
+  (`dfe studio --dtype bf16-fusion`).
 
 The browser helpers here (`start_studio`, `draw_stroke`, ...) also serve tests/test_studio.py.
 """
@@ -47,6 +48,7 @@ import numpy as np
 import torch
 
 from pipeline import PARTS
+from benchmarks.dtype import native_bf16
 from pipeline.core.profiles import Profile, get_profile, part_boxes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -340,6 +342,12 @@ def main() -> None:
             rows += [("paper", "random", f"models per update, every part, {threads} thread(s)", every),
                      ("paper", "random", f"models per stroke, parts it crosses, {threads} thread(s)", m)]
             ratios.append((f"paper, {threads} thread(s)", statistics.median(m) / statistics.median(every)))
+            if native_bf16(torch.device("cpu")) == "yes":  # what `dfe studio --dtype bf16-fusion` runs
+                editor.cast_fusion(torch.bfloat16)
+                m16, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)
+                rows.append(("paper", "random", f"models per stroke, fusion net in bf16, {threads} thread(s)", m16))
+                ratios.append((f"paper, fusion net in bf16 over fp32, {threads} thread(s)",
+                               statistics.median(m16) / statistics.median(m)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -347,7 +355,8 @@ def main() -> None:
     for prof, wts, what, times in rows:
         print(f"{prof:8}{wts:10}{what:48}{1e3 * statistics.median(times):10.0f}{1e3 * min(times):9.0f}{len(times):4d}")
     for what, ratio in ratios:
-        print(f"models per stroke / per update with every part ({what}): {ratio:.2f}")
+        print(f"models per stroke / per update with every part ({what}): {ratio:.2f}" if "over fp32" not in what
+              else f"models per stroke, {what}: {ratio:.2f}")
 
 
 if __name__ == "__main__":

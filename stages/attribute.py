@@ -22,11 +22,13 @@ from .common import comma_floats, comma_names, config_from, fail
 
 
 def _editor(cfg: dict, dtype_name: Optional[str] = None):
-    from pipeline.core.config import resolve_device, resolve_dtype
+    from pipeline.core.config import resolve_device, resolve_dtype, resolve_fusion_dtype
     from pipeline.editing.colour_norm import load_photo_editor
 
     dev = resolve_device(cfg["device"])
-    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(dtype_name or cfg["dtype"], dev)), dev
+    name = dtype_name or cfg["dtype"]
+    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(name, dev),
+                             resolve_fusion_dtype(name, dev)), dev
 
 
 def attribute_vector_cmd(
@@ -97,7 +99,7 @@ def attribute_cmd(
     profile: Optional[str] = typer.Option(None, help="paper | small | micro (params.yaml: profile)"),
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights (params.yaml: edit.models_dir)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
-    dtype: Optional[str] = typer.Option(None, help="bf16 | fp32 | auto (params.yaml: edit.dtype)"),
+    dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16, for CPUs with native bf16"),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather (params.yaml: edit.feather)"),
     k: Optional[int] = typer.Option(None, "--k", help="classic: nearest examples per side (params.yaml: dfi.classic_k)"),
     iters: Optional[int] = typer.Option(None, help="classic: L-BFGS iterations (params.yaml: dfi.classic_iters)"),

@@ -53,7 +53,7 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     """The Studio of these settings; a problem loading the models becomes its page message."""
     import torch
 
-    from pipeline.core.config import resolve_device, resolve_dtype
+    from pipeline.core.config import resolve_device, resolve_dtype, resolve_fusion_dtype
     from pipeline.data.sketches import SketchesConfig
     from pipeline.editing.edit import FaceDetector
     from pipeline.editing.studio import Studio, find_attribute_vectors, list_faces
@@ -68,7 +68,7 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
         torch_dtype = resolve_dtype(dtype, dev)
         from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = load_photo_editor(models_dir, profile, dev, torch_dtype)
+        editor = load_photo_editor(models_dir, profile, dev, torch_dtype, resolve_fusion_dtype(dtype, dev))
         p2s = None
         if sketcher == "official" or (sketcher == "auto" and photo_to_sketch_path(models_dir).exists()):
             p2s = load_photo_to_sketch(models_dir, profile, dev, torch_dtype)
@@ -96,7 +96,7 @@ def studio_cmd(
     vectors: Optional[str] = typer.Option(None, "--vectors",
                                           help="folder of attribute vectors, .safetensors (default: outputs/dfi)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
-    dtype: Optional[str] = typer.Option(None, help="bf16 | fp32 | auto (params.yaml: edit.dtype)"),
+    dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16, for CPUs with native bf16"),
     sketcher: Optional[str] = typer.Option(None, help="official | synth | auto (params.yaml: edit.sketcher)"),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="open the page in a browser"),
     threads: int = typer.Option(0, help="torch CPU threads; 0: one for the 128 px profiles (small, micro), "

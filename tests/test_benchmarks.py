@@ -44,6 +44,34 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     assert m and float(m.group(1)) > 20, text
     m = re.search(r"^fp32 channels_last" + row, text, re.M)  # the same arithmetic in another layout
     assert m and (m.group(1) == "inf" or float(m.group(1)) > 60), text
+    for path in ("bf16 fusion net only", "bf16 part generators only"):
+        m = re.search("^" + re.escape(path) + row, text, re.M)
+        assert m and (m.group(1) == "inf" or float(m.group(1)) > 20), (path, text)
+    # whole commands: shared work gives each render's own output, and the own-colour sketch
+    # edit fuses twice, not three times
+    shared = r"\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d+\.\d\d)\s+(\d) of (\d)\s+(identical|DIFFER)\b"
+    rows = {name: re.search("^" + re.escape(name) + shared, text, re.M)
+            for name in ("dfe edit -s (own colours)", "dfe edit -s -a OTHER", "dfe edit -a OTHER")}
+    assert all(rows.values()), text
+    assert all(m.group(6) == "identical" for m in rows.values()), text
+    assert rows["dfe edit -s (own colours)"].group(4, 5) == ("2", "3"), text
+    assert rows["dfe edit -a OTHER"].group(4, 5) == ("2", "2"), text
+
+
+def test_train_benchmark_compares_paths_and_projects_params_steps():
+    """--paths prints each path's ms/step beside fp32's as a ratio and the projection of
+    params.yaml's steps; --isa avx2 reruns itself with the kernels held to AVX2 and drops bf16."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.train", "--profile", "micro", "--steps", "2", "--faces",
+                          "12", "--batch-size", "2", "--paths", "fp32,channels_last,bf16", "--isa", "avx2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout + out.stderr  # rich's console writes to stderr
+    assert "kernels: AVX2 (held to AVX2)" in text and "bf16 dropped" in text, text[:500]
+    m = re.search(r"│\s+all\s+│\s+│\s+(\d+)\s+│\s+(\d+)\s+│\s+(\d+\.\d\d)x\s+│", text)
+    assert m, text
+    assert float(m.group(3)) == pytest.approx(int(m.group(1)) / int(m.group(2)), abs=0.02)
+    proj = re.search(r"fp32 (\d+\.\d) min, channels_last (\d+\.\d) min", text)
+    assert proj and float(proj.group(1)) > 0, text
 
 
 def test_paper_cost_projection_follows_flops_steps_and_the_gpu():

@@ -209,3 +209,33 @@ def test_one_edits_renders_share_their_work_and_give_what_each_render_alone_give
     for a, g, s in calls[1:]:
         edit_aligned(editor, a, geometry_photo=g, geometry_sketch=s, renders=swap)
     assert swap.forward_passes == 3 and swap.parts.runs["eye1"] == 3  # one encoding, two codes
+
+
+def test_bf16_fusion_runs_only_the_fusion_net_in_bf16_and_stays_close_to_fp32(models, photos, tmp_path):
+    """--dtype bf16-fusion: the part nets stay fp32, the fusion net runs in bf16; the edit is
+    near fp32's (the point of the option) and not identical (bf16 really ran)."""
+    import torch
+
+    from pipeline.core.config import resolve_dtype, resolve_fusion_dtype
+    from pipeline.models.editor import load_editor
+
+    assert (resolve_dtype("bf16-fusion", "cpu"), resolve_fusion_dtype("bf16-fusion", "cpu")) == \
+        (torch.float32, torch.bfloat16)
+    assert resolve_fusion_dtype("fp32", "cpu") is None
+    editor = load_editor(models, PROFILE, fusion_dtype=torch.bfloat16)
+    assert next(editor.fusion.parameters()).dtype == torch.bfloat16
+    assert next(editor.parts["mouth"]["generator"].parameters()).dtype == torch.float32
+
+    outs = {}
+    for dtype in ("fp32", "bf16-fusion"):
+        out = tmp_path / f"{dtype}.png"
+        r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "--render", "full", "--aligned",
+                                "--dtype", dtype, "-o", str(out), "--profile", PROFILE, "--models", str(models),
+                                "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        outs[dtype] = _read(out).astype(np.float64)
+    mse = np.mean((outs["fp32"] - outs["bf16-fusion"]) ** 2)
+    assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 30, mse
+    r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "--dtype", "fp16", "-o", str(tmp_path / "x.png"),
+                            "--profile", PROFILE, "--models", str(models), "--device", "cpu"])
+    assert r.exit_code != 0 and "bf16-fusion" in r.output

@@ -228,7 +228,7 @@ def colour_range(faces: np.ndarray, k: float, k_spread: float | None = None, tri
                      "face region (colour_norm.FACE_REGION, lab_stats)"}
 
 
-def load_photo_editor(models_dir, profile, device="cpu", dtype=None):
+def load_photo_editor(models_dir, profile, device="cpu", dtype=None, fusion_dtype=None):
     """The editor every command that takes a user's photo uses: the weights under `models_dir`
     (models.editor.load_editor) with the training faces' colour range when the folder has one,
     so a photo in light the networks never saw is moved into their range and back."""
@@ -236,7 +236,8 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None):
 
     from pipeline.models.editor import load_editor
 
-    return with_colour_range(load_editor(models_dir, profile, device, dtype or torch.float32), models_dir)
+    editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype)
+    return with_colour_range(editor, models_dir)
 
 
 def with_colour_range(editor, models_dir):

@@ -161,6 +161,7 @@ class Editor:
     fusion: nn.Module
     models_dir: Path | None = None
     dtype: torch.dtype = torch.float32
+    fusion_dtype: torch.dtype | None = None  # the fusion net's, where it differs (cast_fusion)
 
     @property
     def device(self) -> torch.device:
@@ -170,7 +171,15 @@ class Editor:
         """Every module (decoders loaded later too) in `dtype`, in place; returns self."""
         for module in [*(m for mods in self.parts.values() for m in mods.values()), self.fusion]:
             module.to(dtype)
-        self.dtype = dtype
+        self.dtype, self.fusion_dtype = dtype, None
+        return self
+
+    def cast_fusion(self, dtype: torch.dtype | None) -> "Editor":
+        """The fusion net alone in `dtype` (None: leave it), in place; returns self. Its input
+        canvas is cast to it and its output comes back as float32, as always."""
+        if dtype is not None:
+            self.fusion.to(dtype)
+            self.fusion_dtype = dtype
         return self
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
@@ -217,7 +226,7 @@ class Editor:
         """The face (B,3,R,R) float32 from every part's feature map (the fusion net)."""
         from pipeline.models.networks import fuse_canvas
 
-        return self.fusion(fuse_canvas(features, self.boxes)).float()
+        return self.fusion(fuse_canvas(features, self.boxes).to(self.fusion_dtype or self.dtype)).float()
 
     @torch.inference_mode()
     def compose(self, geometry: dict[str, torch.Tensor], appearance: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -249,10 +258,11 @@ class Editor:
 
 def load_editor(
     models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32, sketch_decoder: bool = False,
+    dtype: torch.dtype = torch.float32, sketch_decoder: bool = False, fusion_dtype: torch.dtype | None = None,
 ) -> Editor:
-    """The editor of the weights under `models_dir`, its modules in `dtype`. The sketch
-    decoders load on first use, or now with `sketch_decoder=True` (failing early without them)."""
+    """The editor of the weights under `models_dir`, its modules in `dtype` (the fusion net in
+    `fusion_dtype` when given). The sketch decoders load on first use, or now with
+    `sketch_decoder=True` (failing early without them)."""
     from pipeline.models import networks as N
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -261,7 +271,7 @@ def load_editor(
     fusion = load_weights(built(lambda: N.GlobalFusion(profile), True), require_weights("fusion", "fusion", models_dir),
                           "fusion", profile)
     editor = Editor(profile, part_boxes(profile.resolution), parts, frozen(fusion, torch.device(device)),
-                    Path(models_dir)).cast(dtype)
+                    Path(models_dir)).cast(dtype).cast_fusion(fusion_dtype)
     if sketch_decoder:
         editor.require_sketch_decoder()
     return editor

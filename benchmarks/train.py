@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.training.train_local import train_local
     from pipeline.training.train_sketch_ae import train_sketch_ae
     from pipeline.data.loader import synthetic_components
-    from pipeline.training.loop import TrainConfig
+    from pipeline.training.loop import TrainConfig, bf16_autocast_pays
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,9 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     for col in ("stage", "part", "images/s", "ms/step", "data %", "log %", "outside model %"):
         table.add_column(col, justify="right")
     totals = {"data": 0.0, "model": 0.0, "log": 0.0}
-    from pipeline.training.loop import bf16_autocast_pays
-
-    paths = [q for q in args.paths.split(",") if q] or ["default"]
+    # default: the trainer's own choice (bf16 autocast where it pays); AVX2 kernels run fp32, as such a CPU would
+    paths = [q for q in args.paths.split(",") if q] or ["fp32" if args.isa == "avx2" else "default"]
     unknown = set(paths) - set(PATHS) - {"default"}
     if unknown:
         ap.error(f"unknown paths {sorted(unknown)}; choose from {', '.join(PATHS)}")

@@ -453,3 +453,20 @@ def test_the_page_in_a_browser(server, photos):
     # No error in the studio's own code (a browser closing mid-upload may log a disconnect).
     text = log.read_text()
     assert not re.search(r'File "[^"]*/(pipeline|stages)/', text), text[-3000:]
+
+
+def test_studio_with_bf16_fusion_runs_the_fusion_net_in_bf16(models, photos):
+    """`dfe studio --dtype bf16-fusion`: the part nets in fp32, the fusion net in bf16, and a
+    stroke's preview close to the fp32 studio's."""
+    from stages.studio import make_studio
+
+    quick = make_studio(str(models), PROFILE, "cpu", "bf16-fusion", "synth", 1, 512, 0.06, None, None)
+    exact = make_studio(str(models), PROFILE, "cpu", "fp32", "synth", 1, 512, 0.06, None, None)
+    assert quick.problem is None, quick.problem
+    assert next(quick.editor.fusion.parameters()).dtype == torch.bfloat16
+    assert next(quick.editor.parts["mouth"]["generator"].parameters()).dtype == torch.float32
+    sketch = sketch_from_layers(exact.open(photos["face"]).sketch, [_stroke_layer(canvas_size(R))])
+    a = quick.render(quick.open(photos["face"]), sketch).face.astype(np.float64)
+    b = exact.render(exact.open(photos["face"]), sketch).face.astype(np.float64)
+    mse = np.mean((a - b) ** 2)
+    assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 30, mse

@@ -30,7 +30,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from rich.table import Table
@@ -43,7 +42,7 @@ from pipeline.core.progress import console
 PATHS = ("fp32", "channels_last", "bf16")
 
 
-@contextmanager
+@contextlib.contextmanager
 def channels_last_training():
     """Every module the trainer's optimisers get, in channels_last memory format (a benchmark
     path only: the training stages do not use it)."""

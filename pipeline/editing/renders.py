@@ -87,8 +87,7 @@ class EditRenders:
         self.editor = editor
         self.parts = PartCache(keep=8)
         self.codes: dict[bytes, dict[str, torch.Tensor]] = {}
-        self.photo_geometry: dict[bytes, dict[str, torch.Tensor]] = {}
-        self.sketch_geometry: dict[bytes, dict[str, torch.Tensor]] = {}
+        self.geometry: dict[bytes, dict[str, torch.Tensor]] = {}  # b"sketch"/b"photo" + the input's digest
         self.renders: dict[tuple[bytes, ...], np.ndarray] = {}
         self.forward_passes = 0  # renders that ran the fusion net (what a test can count)
 
@@ -96,7 +95,6 @@ class EditRenders:
                part_appearance: dict[str, np.ndarray]) -> np.ndarray:
         """What `edit_aligned` returns for these inputs (it checks them)."""
         from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
-        from pipeline.editing.edit import _sketch_tensor
 
         editor, device = self.editor, self.editor.device
         faces = [appearance, *part_appearance.values()]
@@ -115,14 +113,10 @@ class EditRenders:
             for k, part in enumerate(part_appearance, start=1):
                 codes[part] = all_codes[part][k : k + 1]
             self.codes[codes_key] = codes
-        if geometry_sketch is not None:
-            if geo_key not in self.sketch_geometry:
-                self.sketch_geometry[geo_key] = self.parts.geometry(editor, geometry_sketch)
-            geometry = self.sketch_geometry[geo_key]
-        else:
-            if geo_key not in self.photo_geometry:
-                self.photo_geometry[geo_key] = editor.geometry_from_photo(faces_to_tensor(geometry_photo[None], device))
-            geometry = self.photo_geometry[geo_key]
+        if geo_key not in self.geometry:
+            self.geometry[geo_key] = self.parts.geometry(editor, geometry_sketch) if geometry_sketch is not None \
+                else editor.geometry_from_photo(faces_to_tensor(geometry_photo[None], device))
+        geometry = self.geometry[geo_key]
         self.forward_passes += 1
         out = tensor_to_faces(self.parts.render(editor, geometry, self.codes[codes_key]))[0]
         self.renders[key] = out

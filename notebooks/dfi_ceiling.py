@@ -33,26 +33,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import torch
-
-
-def splat_motion(points: np.ndarray, shift: np.ndarray, size: int, sigma: float) -> np.ndarray:
-    """Backward motion (size,size,2): where point i lands (points + shift) the output shows the
-    photo at the point; in between, a Gaussian-weighted mean of the nearby points' moves
-    (points that do not move hold their neighbourhood), fading out far from every point."""
-    num = np.zeros((size, size, 2), np.float32)
-    den = np.zeros((size, size), np.float32)
-    for (x, y), d in zip(points + shift, -shift):
-        xi, yi = int(round(x)), int(round(y))
-        if 0 <= xi < size and 0 <= yi < size:
-            num[yi, xi] += d
-            den[yi, xi] += 1
-    s = sigma * size
-    num, den = cv2.GaussianBlur(num, (0, 0), s), cv2.GaussianBlur(den, (0, 0), s)
-    reach = np.clip(den * (2 * np.pi * s * s) * 2, 0, 1)  # 1 within about a sigma of a point
-    return num / np.maximum(den, 1e-8)[..., None] * reach[..., None]
 
 
 def landmark_only_table(data, attribute: str, source, target) -> None:
@@ -108,7 +90,7 @@ def main() -> None:
     from pipeline.core.profiles import get_profile
     from pipeline.dfi import dfi as D
     from pipeline.editing.blend import inner_face_mask
-    from pipeline.editing.compose import warp_aligned
+    from pipeline.editing.compose import landmark_motion, warp_aligned
     from pipeline.models.editor import load_editor
     from stages.common import config_from
 
@@ -145,10 +127,10 @@ def main() -> None:
         sets[f"full a={a:g}"] = edits[:, k]
         moved = []
         for i in range(len(faces)):
-            m = splat_motion(marks[i], a * smile, r, args.sigma) * inner_face_mask(marks[i], r, feather=0.06)[..., None]
+            m = landmark_motion(marks[i], a * smile, r, args.sigma) * inner_face_mask(marks[i], r, feather=0.06)[..., None]
             moved.append(warp_aligned(faces[i], m))
         sets[f"mean smile a={a:g}"] = np.stack(moved)
-    ev = D.Evaluator(data, rows, pair, cfg.landmark_upsample)
+    ev = D.Evaluator.aligned(data, rows, pair, cfg.landmark_upsample)
     figures, n = ev.compare(sets, f"dlib on {args.split}")
     base = figures["photo"]["mouth_nme"]
     print(f"\n{args.split}: {n} faces with a smiling photo found in every set; mean training smile moves the "

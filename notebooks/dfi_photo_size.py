@@ -13,9 +13,11 @@ colour range) at every alpha; the photo, the outputs and the smiling photo are c
 `--side` px with the photo's alignment, and dlib finds the 68 points on each at that size. The
 rows:
 - photo: the unedited photo (the null);
-- dfe attribute a=A: the composed edits;
+- attribute a=A: the composed edits (`dfe attribute`, motion from the vector's landmark shift,
+  the renders adding what that move does not explain);
+- renders a=A: the same with `--motion renders` (the motion from the two 128 px renders);
 - mean smile a=A: the photo's own pixels moved by A times the training people's mean landmark
-  shift (dfi_ceiling.py's, at this size): the population smile, no network.
+  shift alone (editing.compose.landmark_motion, at this size): the population smile, no network.
 Mouth NME is over the faces found in every set; same person is dlib's verdict against the
 unedited photo's crop.
 """
@@ -33,7 +35,6 @@ import numpy as np
 def main() -> None:
     import torch
 
-    from dfi_ceiling import splat_motion  # this folder is on sys.path when run as a script
     from pipeline.core.profiles import get_profile
     from pipeline.data.landmarks import DlibBackend, detect_landmarks
     from pipeline.dfi import dfi as D
@@ -41,7 +42,7 @@ def main() -> None:
     from pipeline.dfi.vectors import load_vector
     from pipeline.editing.blend import inner_face_mask
     from pipeline.editing.colour_norm import load_photo_editor
-    from pipeline.editing.compose import warp_aligned
+    from pipeline.editing.compose import ComposeSettings, landmark_motion, warp_aligned
     from pipeline.editing.edit import FaceDetector, align_image, read_image
     from pipeline.evaluation.metrics import (DLIB_SAME_PERSON_THRESHOLD, LANDMARK_GROUPS, DlibFaceEmbedder,
                                              identity_distance, landmark_nme)
@@ -53,7 +54,8 @@ def main() -> None:
     ap.add_argument("--side", type=int, default=512, help="crop size dlib measures at")
     ap.add_argument("--models", default="models")
     ap.add_argument("--vector", default="outputs/dfi/vectors.safetensors")
-    ap.add_argument("--sigma", type=float, default=0.04, help="mean smile: motion smoothing, fraction of the face")
+    ap.add_argument("--sigma", type=float, default=None, help="landmark motion smoothing, fraction of the face "
+                    "(default: params.yaml edit.compose.landmark_sigma)")
     args = ap.parse_args()
     alphas = [float(a) for a in args.alphas.split(",")]
     cfg = replace(config_from("dfi", D.DFIConfig), alphas=[0.0, *alphas])
@@ -71,7 +73,11 @@ def main() -> None:
     def crop(image: np.ndarray, transform: np.ndarray) -> np.ndarray:
         return cv2.warpAffine(image, transform * (side / r), (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
-    sets: dict[str, list[np.ndarray]] = {"photo": [], **{f"dfe attribute a={a:g}": [] for a in alphas},
+    settings = ComposeSettings.from_params()
+    if args.sigma is not None:
+        settings = replace(settings, landmark_sigma=args.sigma)
+    motions = ("landmarks", "renders")
+    sets: dict[str, list[np.ndarray]] = {"photo": [], **{f"{m} a={a:g}": [] for m in motions for a in alphas},
                                          **{f"mean smile a={a:g}": [] for a in alphas}}
     targets = []
     for i, (row, other) in enumerate(zip(rows, pair)):
@@ -79,14 +85,17 @@ def main() -> None:
         print(f"{i + 1}/{len(rows)} {Path(path).name}", flush=True)
         photo = read_image(path)
         aligned = align_image(photo, r, detector, path)
-        res = run_attribute(AttributeRequest(photo=path, uses=[VectorUse(vector)], strip=tuple(alphas)), editor, detector)
         face = crop(photo, aligned.transform)
         sets["photo"].append(face)
+        for m in motions:
+            req = AttributeRequest(photo=path, uses=[VectorUse(vector)], strip=tuple(alphas), compose=settings, motion=m)
+            res = run_attribute(req, editor, detector)
+            for a, shown in zip(alphas, res.sweep):
+                sets[f"{m} a={a:g}"].append(crop(shown, res.transform))
         marks = aligned.landmarks.astype(np.float32) * (side / r)
         mask = inner_face_mask(marks, side, feather=0.06)[..., None]
-        for a, shown in zip(alphas, res.sweep):
-            sets[f"dfe attribute a={a:g}"].append(crop(shown, res.transform))
-            motion = splat_motion(marks, a * smile * (side / r), side, args.sigma) * mask
+        for a in alphas:
+            motion = landmark_motion(marks, a * smile * (side / r), side, settings.landmark_sigma) * mask
             sets[f"mean smile a={a:g}"].append(warp_aligned(face, motion))
         smiling_path = data.manifest.at[other, "path"]
         smiling = read_image(smiling_path)

@@ -92,6 +92,7 @@ def attribute_cmd(
     alpha: Optional[float] = typer.Option(None, help="step of every vector given without :ALPHA [default: each vector's recorded alpha]"),
     method: str = typer.Option("fast", help="fast: the learned spaces, one pass | classic: VGG-19 + L-BFGS (needs its weights)"),
     blend: str = typer.Option("change", help="change: add only what the edit changed to the photo (keeps its detail) | face: paste the edited face as dfe edit does"),
+    motion: Optional[str] = typer.Option(None, help="fast + change: landmarks: the photo's pixels move by the vector's landmark shift (its examples' mean) | renders: by the flow between the two renders (params.yaml: dfi.motion)"),
     strip: Optional[str] = typer.Option(None, help="alpha sweep, e.g. 0,0.5,1,1.5,2: one labelled image of it (each vector's step = value x its :ALPHA, 1 if none)"),
     strip_out: Optional[Path] = typer.Option(None, help="where the sweep goes [default: OUTPUT's stem + _strip.png]"),
     sketch_out: Optional[Path] = typer.Option(None, help="the edited geometry's editable sketch (PNG; needs sketch decoders)"),
@@ -106,7 +107,7 @@ def attribute_cmd(
 ) -> None:
     """Edit a photo's face along attribute vectors (DFI), pasted back into the photo."""
     started = time.perf_counter()
-    from pipeline.dfi.attribute import (BLENDS, METHODS, AttributeRequest, VectorUse, parse_vector_spec,
+    from pipeline.dfi.attribute import (BLENDS, METHODS, MOTIONS, AttributeRequest, VectorUse, parse_vector_spec,
                                         run_attribute, save_image)
     from pipeline.dfi.dfi import DFIConfig
     from pipeline.dfi.vectors import VectorFileError, check_fits, load_vector
@@ -118,6 +119,8 @@ def attribute_cmd(
         fail(f"unknown method {method!r}: choose {' or '.join(METHODS)}")
     if blend not in BLENDS:
         fail(f"unknown blend {blend!r}: choose {' or '.join(BLENDS)}")
+    if motion is not None and motion not in MOTIONS:
+        fail(f"unknown motion {motion!r}: choose {' or '.join(MOTIONS)}")
     sweep = comma_floats(strip, "--strip") or ()
     cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype})
     dcfg = config_from("dfi", DFIConfig, profile=profile, classic_k=k, classic_iters=iters)
@@ -145,7 +148,8 @@ def attribute_cmd(
             vgg = load_vgg19(dev, required=True)
         detector = FaceDetector(cfg["upsample"], cfg["detect_side"])
         req = AttributeRequest(photo, uses, alpha, method, blend, sweep, aligned, cfg["feather"], sketch_out is not None,
-                               dcfg.classic_k, dcfg.classic_iters, dcfg.classic_tv_weight, cfg["compose"])
+                               dcfg.classic_k, dcfg.classic_iters, dcfg.classic_tv_weight, cfg["compose"],
+                               motion or dcfg.motion)
         result = run_attribute(req, editor, detector if not aligned or method == "classic" else None, vgg)
     except (VectorFileError, EditInputError, FileNotFoundError, ValueError) as e:
         fail(e)

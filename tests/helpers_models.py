@@ -73,10 +73,12 @@ def models(tmp_path_factory):
     return tiny_models(tmp_path_factory)
 
 
-def aligned_london(paths: list[Path], resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Aligned faces (N,R,R,3) uint8 and their aligned landmarks (N,68,2) from London photos."""
+def aligned_london(paths: list[Path], resolution: int, transforms: bool = False):
+    """Aligned faces (N,R,R,3) uint8 and their aligned landmarks (N,68,2) from London photos
+    (+ their photo -> aligned transforms (N,2,3) with `transforms`)."""
     from pipeline.editing.edit import FaceDetector, align_image, read_image
 
     det = FaceDetector(upsample=0, detect_side=512)
     faces = [align_image(read_image(p), resolution, det, str(p)) for p in paths]
-    return np.stack([f.face for f in faces]), np.stack([f.landmarks for f in faces]).astype(np.float32)
+    out = np.stack([f.face for f in faces]), np.stack([f.landmarks for f in faces]).astype(np.float32)
+    return (*out, np.stack([f.transform for f in faces])) if transforms else out

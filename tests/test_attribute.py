@@ -304,3 +304,43 @@ def test_bad_inputs_end_in_one_line(vectors, folders, models, tmp_path):
                             "-o", vout, *common])
     _one_line_error(r, "missing is not a folder", "--with")
     assert not (tmp_path / "v.safetensors").exists()
+
+
+def test_landmark_motion_moves_the_photo_by_the_examples_mean_shift(vectors, folders, models, tmp_path):
+    """--motion landmarks takes the move from the vector's examples, not from the renders: a vector
+    whose learned steps are zero (the renders do not change) still widens the mouth by its
+    examples' mean shift, inside the face only; --motion renders leaves that photo as it was."""
+    from pipeline.dfi.vectors import load_vector, save_vector
+    from pipeline.editing.edit import FaceDetector, align_image, read_image
+
+    v = load_vector(vectors / "smile.safetensors")
+    assert np.allclose(v.landmark_shift, v.examples["with"].landmarks.mean(0) - v.examples["without"].landmarks.mean(0))
+    v.learned = {p: {s: torch.zeros_like(t) for s, t in d.items()} for p, d in v.learned.items()}
+    widen = np.zeros((68, 2), np.float32)
+    widen[48, 0], widen[54, 0] = -3.0, 3.0  # mouth corners 3 aligned px further apart
+    v.examples["with"].landmarks = v.examples["without"].landmarks.mean(0, keepdims=True) + widen
+    v.examples["with"].faces = v.examples["with"].faces[:1]
+    v.examples["with"].files = v.examples["with"].files[:1]
+    assert np.allclose(v.landmark_shift, widen, atol=1e-4)
+    save_vector(v, tmp_path / "widen.safetensors")
+    photo = _read(folders / "photo.png")
+    outs = {}
+    for motion in ("landmarks", "renders"):
+        r = runner.invoke(app, ["attribute", str(folders / "photo.png"), "-v", str(tmp_path / "widen.safetensors"),
+                                "--alpha", "1", "--motion", motion, "-o", str(tmp_path / f"{motion}.png"), *_common(models)])
+        assert r.exit_code == 0, r.output
+        outs[motion] = _read(tmp_path / f"{motion}.png")
+    assert np.array_equal(outs["renders"], photo)  # the renders agree: nothing to move
+    changed = np.abs(outs["landmarks"].astype(np.int16) - photo).max(axis=2) > 8
+    assert changed.any()
+    # only round the mouth: its corners in the photo's frame bound where pixels changed
+    face = align_image(read_image(folders / "photo.png"), R, FaceDetector(), "photo.png")
+    inv = cv2.invertAffineTransform(face.transform)
+    corners = face.landmarks[[48, 54]] @ inv[:, :2].T + inv[:, 2]
+    ys, xs = np.nonzero(changed)
+    scale = np.linalg.norm(corners[1] - corners[0])
+    assert xs.min() > corners[0, 0] - scale and xs.max() < corners[1, 0] + scale
+    assert abs(ys.mean() - corners[:, 1].mean()) < 0.5 * scale
+    r = runner.invoke(app, ["attribute", str(folders / "photo.png"), "-v", str(tmp_path / "widen.safetensors"),
+                            "--motion", "sideways", "-o", str(tmp_path / "x.png"), *_common(models)])
+    _one_line_error(r, "sideways", "landmarks")

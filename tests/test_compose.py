@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.editing.compose import ComposeSettings, change_support, compose, sketch_motion
+from pipeline.editing.compose import ComposeSettings, change_support, compose, landmark_motion, sketch_motion, warp_aligned
 
 R = 64
 
@@ -75,6 +75,37 @@ def test_edits_without_sketches_move_only_where_the_model_changed_the_face():
     out = compose(photo, t, geometry=(r, _face(35)))
     centre = np.flatnonzero(out[4 * 32, :, 0] < 100).mean() / 4
     assert centre > 32  # the renders' motion carried the bar toward the edit
+
+
+def test_landmark_motion_carries_each_point_by_its_shift_and_holds_the_rest():
+    points = np.array([[20.0, 32.0], [44.0, 32.0], [32.0, 50.0]], np.float32)
+    shift = np.array([[4.0, 0.0], [0.0, 0.0], [0.0, 0.0]], np.float32)
+    m = landmark_motion(points, shift, R, sigma=0.06)
+    # backward: where point 0 lands (24, 32), the output shows the photo at (20, 32)
+    assert m[32, 24, 0] == pytest.approx(-4, abs=0.3) and abs(m[32, 24, 1]) < 0.3
+    assert np.abs(m[32, 44]).max() < 0.3 and np.abs(m[50, 32]).max() < 0.3  # points that stay hold still
+    assert np.abs(m[:, 56:]).max() < 0.1 and np.abs(m[:6]).max() < 0.1  # far from every point: nothing
+    dot = np.full((R, R, 3), 200, np.uint8)
+    dot[31:34, 19:22] = 0
+    moved = warp_aligned(dot, m)
+    assert moved[32, 24, 0] < 60 and moved[32, 20, 0] > 120  # the dot went with its point
+
+
+def test_a_given_motion_moves_the_photo_even_where_the_renders_agree():
+    """An attribute's landmark motion: the photo moves by it inside `within`, exactly still outside;
+    with renders that agree (r0 == r1) nothing is added, and a zero motion gives the photo back."""
+    photo = _face(30, 4 * R)
+    t = np.array([[0.25, 0, 0], [0, 0.25, 0]])
+    r = _face(30)
+    motion = np.zeros((R, R, 2), np.float32)
+    assert np.array_equal(compose(photo, t, geometry=(r, r), motion=motion), photo)
+    motion[..., 0] = -5.0  # everywhere: the face shows the photo 5 px to the left
+    within = np.zeros((R, R), np.float32)
+    within[:, 20:50] = 1.0
+    out = compose(photo, t, geometry=(r, r), motion=motion, within=within)
+    centre = np.flatnonzero(out[4 * 32, :, 0] < 100).mean() / 4
+    assert centre == pytest.approx(35, abs=1.0)
+    assert np.array_equal(out[:, : 4 * 19], photo[:, : 4 * 19]) and np.array_equal(out[:, 4 * 51 :], photo[:, 4 * 51 :])
 
 
 def test_an_appearance_edit_changes_colour_inside_the_mask_only():

@@ -31,9 +31,12 @@ def data_dir(tmp_path_factory, london):
     """data/aligned + data/split in the real layout (all four people are female in London's info.csv)."""
     root = tmp_path_factory.mktemp("dfidata")
     ids = [f"{ident}_{SUFFIX[label]}" for ident, label, _ in FACES]
-    faces, lms = aligned_london([london / label / f"{i}.jpg" for i, (_, label, _) in zip(ids, FACES)], 128)
+    paths = [london / label / f"{i}.jpg" for i, (_, label, _) in zip(ids, FACES)]
+    faces, lms, transforms = aligned_london(paths, 128, transforms=True)
     save_npy(root / "aligned" / "images.npy", faces)
     save_npy(root / "aligned" / "landmarks.npy", lms)
+    save_npy(root / "photo_transforms.npy", transforms)  # aligned/transforms.npy only where a test wants photos
+    (root / "photo_paths.txt").write_text("\n".join(str(p) for p in paths))
     n = len(FACES)
     save_csv(root / "aligned" / "manifest.csv", pd.DataFrame({
         "row": range(n), "id": [f"{lab}__{i}" for i, (_, lab, _) in zip(ids, FACES)],
@@ -187,3 +190,46 @@ def test_run_dfi_classic_with_vgg_weights(models, data_dir, tmp_path, monkeypatc
     # From z = x, alpha 0 has nothing to move towards; alpha 0.4 does.
     photo = faces[4].astype(float)
     assert np.abs(edits[0, 0] - photo).mean() < np.abs(edits[0, 1] - photo).mean()
+
+
+def test_run_dfi_measures_the_smile_at_the_photos_size(models, data_dir, tmp_path, monkeypatch):
+    """With the photos and their alignment, the test edits are composed into each photo cut out at
+    dfi.measure_size and measured there beside their nulls; an unreadable photo is listed, not fatal."""
+    import shutil
+
+    from pipeline.evaluation.metrics import DFI_GATES
+
+    src, _ = data_dir
+    root = tmp_path / "data"
+    shutil.copytree(src / "aligned", root / "aligned")
+    shutil.copytree(src / "split", root / "split")
+    save_npy(root / "aligned" / "transforms.npy", np.load(src / "photo_transforms.npy"))
+    man = pd.read_csv(root / "aligned" / "manifest.csv", dtype={"identity": str, "id": str})
+    man["path"] = (src / "photo_paths.txt").read_text().splitlines()
+    junk = tmp_path / "003_03.jpg"
+    junk.write_bytes(b"not a photo\n" * 20)
+    man.loc[man["identity"] == "003", "path"] = str(junk)  # the unpaired test face: unreadable
+    save_csv(root / "aligned" / "manifest.csv", man)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    torch.manual_seed(0)
+    metrics = run_dfi(_params(measure_size=256, classic_faces=0), root, models, tmp_path / "out", tmp_path / "reports", "cpu")
+
+    ps = metrics["photo_size"]
+    assert isinstance(ps, dict), ps
+    assert (ps["side"], ps["motion"], ps["n_faces"], ps["n_pairs"]) == (256, "landmarks", 1, 1)
+    assert list(ps["skipped"]) == [str(junk)]
+    assert metrics["alpha"]["measured_at"] in ("256 px photo crops", "128 px aligned faces")
+    # alpha 0 composes nothing: the photo itself, so its figures are the photo's (the null)
+    assert ps["alpha_0"]["id_distance"] == pytest.approx(0.0, abs=1e-6) and ps["photo"]["same_person"] == 1.0
+    # dlib finds the real photo's mouth at 256 px: the composed edits are measured against it
+    assert ps["n_common"] == 1 and ps["photo"]["mouth_nme"] > 0
+    assert ps["alpha_0"]["mouth_over_photo"] == pytest.approx(1.0) and ps["alpha_1"]["mouth_over_photo"] is not None
+    chosen = metrics["alpha"]["chosen"]
+    if chosen is not None:  # the chosen edit beside both nulls: the photo and the whole render pasted
+        assert ps["chosen"]["alpha"] == chosen and {"full", "renders_motion"} <= set(ps)
+        assert ps["full"]["id_distance"] is None or ps["full"]["id_distance"] > ps["chosen"]["id_distance"]
+    assert set(metrics["gates"]) == set(DFI_GATES)
+    from pipeline.core.io import load_image
+
+    sheet, _ = load_image(tmp_path / "reports" / "dfi" / "photo_size.png")
+    assert sheet.shape[1] >= (5 * 256 if chosen is not None else 200)

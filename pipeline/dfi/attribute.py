@@ -43,6 +43,11 @@ METHODS = ("fast", "classic")
 # the unedited output) to the photo at its own resolution, so the photo's detail and identity
 # stay; "face" pastes the edited face's pixels over the inner face, as `dfe edit` does.
 BLENDS = ("change", "face")
+# Where the "change" blend's motion comes from (fast DFI): "landmarks" moves the photo's own pixels
+# by the vectors' landmark shift (their examples' mean landmarks with minus without), the renders
+# adding what a move cannot explain (teeth); "renders" takes the motion from the renders alone,
+# which move a 128 px mouth about half as far as the examples' own smiles (see README).
+MOTIONS = ("landmarks", "renders")
 
 
 @dataclass
@@ -94,6 +99,27 @@ def fast_edits(editor, face: np.ndarray, uses: Sequence[VectorUse], rows: Sequen
     zb = {p: torch.cat([zi[p] for zi in zs]) for p in z}
     cb = {p: torch.cat([ci[p] for ci in cs]) for p in codes}
     return tensor_to_faces(editor.render(zb, cb)), zb
+
+
+def landmark_motions(landmarks: np.ndarray | None, req: AttributeRequest, rows: Sequence[Sequence[float]]
+                     ) -> list[np.ndarray] | None:
+    """Per row of per-vector alphas, the aligned backward motion (R,R,2) of the vectors'
+    landmark shifts (sum of alpha_i x shift_i) from the face's own landmarks; None when the
+    request asks for render motion, the face has no landmarks (an aligned crop) or a vector
+    has no examples to take the shift from."""
+    from pipeline.editing.compose import ComposeSettings, landmark_motion
+
+    shifts = [u.vector.landmark_shift for u in req.uses]
+    if req.motion != "landmarks" or landmarks is None or any(s is None for s in shifts):
+        return None
+    settings = req.compose or ComposeSettings()
+    r = req.uses[0].vector.resolution or 0
+    points = np.asarray(landmarks, np.float32)
+    out = []
+    for alphas in rows:
+        shift = sum(float(a) * s for a, s in zip(alphas, shifts))
+        out.append(landmark_motion(points, shift, r, settings.landmark_sigma))
+    return out
 
 
 def classic_directions(vgg, landmarks: np.ndarray, uses: Sequence[VectorUse], k: int) -> list[torch.Tensor]:
@@ -153,6 +179,7 @@ class AttributeRequest:
     iters: int = 50  # classic: L-BFGS iterations
     tv_weight: float = 5e-10  # classic: TV prior, official 0-255 scale
     compose: Any = None  # editing.compose.ComposeSettings of the "change" blend (None: the defaults)
+    motion: str = "landmarks"  # MOTIONS; "landmarks" falls back to "renders" where a vector has no examples
 
 
 @dataclass
@@ -209,6 +236,8 @@ def run_attribute(req: AttributeRequest, editor, detector, vgg=None) -> Attribut
         raise ValueError(f"unknown method {req.method!r}; choose from {', '.join(METHODS)}")
     if req.blend not in BLENDS:
         raise ValueError(f"unknown blend {req.blend!r}; choose from {', '.join(BLENDS)}")
+    if req.motion not in MOTIONS:
+        raise ValueError(f"unknown motion {req.motion!r}; choose from {', '.join(MOTIONS)}")
     if not req.uses:
         raise ValueError("no attribute vectors given")
     if req.method == "classic" and vgg is None:
@@ -248,7 +277,9 @@ def run_attribute(req: AttributeRequest, editor, detector, vgg=None) -> Attribut
     t2 = time.perf_counter()
 
     if req.blend == "change":
-        shown = [paste_change(target, e, reference, req.feather, req.compose) for e in edits]
+        motions = landmark_motions(target.landmarks, req, rows) if req.method == "fast" else None
+        shown = [paste_change(target, e, reference, req.feather, req.compose, None if motions is None else m)
+                 for e, m in zip(edits, motions or [None] * len(edits))]
     elif target.landmarks is None:
         shown = list(edits)
     else:

@@ -27,11 +27,12 @@ the edit changed (`change_blend`, how `dfe attribute` puts an edit back by defau
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -46,7 +47,7 @@ from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 from pipeline.core.io import load_npy, save_csv, save_json, save_npy, save_png
 from pipeline.core.progress import track
 
-PLOT_FILES = ("fast.png", "classic.png")
+PLOT_FILES = ("fast.png", "photo_size.png", "classic.png")
 MOUTH = "mouth"
 # Landmarks that smiling leaves (nearly) in place: everything but the mouth, for neighbour
 # selection by face shape (the mouth would match smiles with smiles).
@@ -73,6 +74,15 @@ class DFIConfig:
     # edit changed (edit - reconstruction) inside the inner-face mask, as `dfe attribute` puts
     # an edit back by default; "face" = the model's edited face itself (the `fast` figures).
     blend: str = "change"
+    # Where the change blend's motion comes from (attribute.MOTIONS): "landmarks" moves the photo's
+    # pixels by the examples' mean landmark shift times alpha, "renders" by the flow between the
+    # two 128 px renders (which carries about half of it).
+    motion: str = "landmarks"
+    # Edits are also composed into each val/test photo cut out at this size (px) in its alignment,
+    # as `dfe attribute` composes them at the photo's own size, and measured there (dlib finds a
+    # 128 px smile's 1.5 px mouth move barely above its own jitter); alpha is chosen at this
+    # size. 0: only at the aligned size.
+    measure_size: int = 512
     grid_faces: int = 6  # rows of the PNG grids
     batch_size: int = 16
     landmark_upsample: int = 1  # dlib detector upsampling on 128 px outputs
@@ -112,10 +122,14 @@ class DFIConfig:
             raise ValueError("dfi.source_value and dfi.target_value are the same")
         if not 0.0 <= self.min_same_person <= 1.0:
             raise ValueError(f"dfi.min_same_person {self.min_same_person}: want a share in [0, 1]")
-        from pipeline.dfi.attribute import BLENDS
+        from pipeline.dfi.attribute import BLENDS, MOTIONS
 
         if self.blend not in BLENDS:
             raise ValueError(f"dfi.blend {self.blend!r}: choose {' or '.join(BLENDS)}")
+        if self.motion not in MOTIONS:
+            raise ValueError(f"dfi.motion {self.motion!r}: choose {' or '.join(MOTIONS)}")
+        if self.measure_size < 0:
+            raise ValueError(f"dfi.measure_size {self.measure_size}: want a size in px, or 0 for the aligned size only")
 
 
 @dataclass
@@ -129,6 +143,13 @@ class DFIData:
     pair: np.ndarray  # per test face: row of the same identity's test photo WITH it, -1 if none
     val: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows: val faces without it (alpha is chosen on them)
     val_pair: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # per val face, as `pair`
+    transforms: np.ndarray | None = None  # (N,2,3) photo px -> aligned px (data/aligned/transforms.npy), if present
+
+    @property
+    def landmark_shift(self) -> np.ndarray:
+        """(68,2) aligned px: the attribute in landmark space, the training faces' mean landmarks
+        with it minus without (what `AttributeVector.landmark_shift` gives for the stage's vector)."""
+        return np.asarray(self.landmarks[self.train_with].mean(0) - self.landmarks[self.train_without].mean(0), np.float32)
 
 
 def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFIData:
@@ -175,8 +196,12 @@ def load_dfi_data(data_dir: str | Path, cfg: DFIConfig, resolution: int) -> DFID
 
     test_rows, pair = edited(test)
     val_rows, val_pair = edited(val)
+    tr_path = data_dir / "aligned" / "transforms.npy"
+    transforms = load_npy(tr_path) if tr_path.exists() else None
+    if transforms is not None and transforms.shape != (len(images), 2, 3):
+        raise ValueError(f"{tr_path} {transforms.shape}: want ({len(images)}, 2, 3), one per aligned face")
     return DFIData(manifest, np.asarray(images), np.asarray(landmarks, dtype=np.float64),
-                   rows["with"], rows["without"], test_rows, pair, val_rows, val_pair)
+                   rows["with"], rows["without"], test_rows, pair, val_rows, val_pair, transforms)
 
 
 # --------------------------------------------------------------------------- tensors
@@ -247,23 +272,71 @@ def fast_dfi(editor, data: DFIData, cfg: DFIConfig, device: torch.device) -> Fas
     return out
 
 
-def change_blend(faces: np.ndarray, recon: np.ndarray, edits: np.ndarray, landmarks: np.ndarray,
-                 feather: float = 0.06, settings=None) -> np.ndarray:
-    """(N,A,R,R,3) uint8: each aligned photo with each edit composed into it (editing.compose,
-    the reconstruction as the unedited render, inside the inner-face mask): `dfe attribute`'s
-    default (`editing.edit.paste_change`) in the aligned frame, with `settings` (a
-    ComposeSettings; None: params.yaml `edit.compose`, as `dfe attribute` uses it)."""
-    from pipeline.editing.compose import ComposeSettings
+def change_blend(photos: np.ndarray, recon: np.ndarray, edits: np.ndarray, landmarks: np.ndarray,
+                 feather: float = 0.06, settings=None, shift: np.ndarray | None = None,
+                 alphas: Sequence[float] = ()) -> np.ndarray:
+    """(N,A,S,S,3) uint8: each photo (N,S,S,3), cut out in its alignment at any size S, with each
+    edit (N,A,R,R,3) composed into it as `dfe attribute` does (`editing.edit.paste_change`: the
+    reconstruction as the unedited render, inside the inner-face mask of the aligned
+    `landmarks`), with `settings` (a ComposeSettings; None: params.yaml `edit.compose`, as `dfe
+    attribute` uses it). With `shift` (68,2), the attribute's landmark vector, edit k's motion is
+    alphas[k] x shift from each face's landmarks (`--motion landmarks`); without, the renders'."""
+    from pipeline.editing.compose import ComposeSettings, landmark_motion
     from pipeline.editing.edit import AlignedFace, paste_change
 
     settings = settings or ComposeSettings.from_params()
-    identity = np.array([[1.0, 0, 0], [0, 1.0, 0]])
-    out = np.empty_like(edits)
-    for i in range(len(faces)):
-        target = AlignedFace(faces[i], faces[i], identity, landmarks[i])
-        for k in range(edits.shape[1]):
-            out[i, k] = paste_change(target, edits[i, k], recon[i], feather, settings)
+    n, a, r = len(photos), edits.shape[1], edits.shape[2]
+    side = photos.shape[1]
+    assert edits.shape == (n, a, r, r, 3) and recon.shape == (n, r, r, 3), (edits.shape, recon.shape)
+    assert shift is None or len(alphas) == a, (len(alphas), a)
+    scale = np.array([[r / side, 0, 0], [0, r / side, 0]])  # the photo crop -> the aligned frame
+    out = np.empty((n, a, side, side, 3), np.uint8)
+    for i in range(n):
+        face = photos[i] if side == r else cv2.resize(photos[i], (r, r), interpolation=cv2.INTER_AREA)
+        target = AlignedFace(photos[i], face, scale, landmarks[i])
+        for k in range(a):
+            motion = None if shift is None else landmark_motion(
+                np.asarray(landmarks[i], np.float32), alphas[k] * shift, r, settings.landmark_sigma)
+            out[i, k] = paste_change(target, edits[i, k], recon[i], feather, settings, motion)
     return out
+
+
+def full_paste(photos: np.ndarray, edits: np.ndarray, landmarks: np.ndarray, feather: float = 0.06) -> np.ndarray:
+    """(N,S,S,3): each edit's whole render (N,R,R,3) pasted into its photo crop (N,S,S,3) inside
+    the inner-face mask with the photo's colours (`editing.edit.paste_edited`, `--render full`)."""
+    from pipeline.editing.edit import AlignedFace, paste_edited
+
+    r, side = edits.shape[1], photos.shape[1]
+    scale = np.array([[r / side, 0, 0], [0, r / side, 0]])
+    return np.stack([paste_edited(AlignedFace(p, cv2.resize(p, (r, r), interpolation=cv2.INTER_AREA), scale, lm), e, feather)
+                     for p, e, lm in zip(photos, edits, landmarks)])
+
+
+def photo_crops(data: DFIData, rows: np.ndarray, side: int, resolution: int
+                ) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(N,S,S,3) uint8: each row's photo (manifest `path`) cut out at `side` px in its
+    alignment (transforms.npy x side/R); (N,) bool, which were read; {path: why} for the rest
+    (their crops stay black; callers leave those faces out)."""
+    from pipeline.editing.edit import EditInputError, read_image
+
+    crops = np.zeros((len(rows), side, side, 3), np.uint8)
+    ok = np.zeros(len(rows), bool)
+    skipped: dict[str, str] = {}
+    for i, row in enumerate(rows):
+        path = str(data.manifest.at[row, "path"]) if "path" in data.manifest else f"row {row}"
+        if data.transforms is None:
+            skipped[path] = "no data/aligned/transforms.npy (run `dvc repro align`)"
+            continue
+        try:
+            photo = read_image(path)
+        except EditInputError as e:
+            skipped[path] = str(e)
+            continue
+        ok[i] = True
+        crops[i] = cv2.warpAffine(photo, data.transforms[row] * (side / resolution), (side, side),
+                                  flags=cv2.INTER_AREA if side < resolution else cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REFLECT)
+    return crops, ok, skipped
 
 
 def choose_alpha(editor, data: DFIData, cfg: DFIConfig, device: torch.device,
@@ -281,16 +354,93 @@ def choose_alpha(editor, data: DFIData, cfg: DFIConfig, device: torch.device,
         return choice, {}
     recon, edits, _, _ = fast_edits(editor, data.images[data.val], vectors, cfg, device, sketches=False,
                                     what="fast DFI (val, alpha choice)")
+    if cfg.blend == "change" and cfg.measure_size > 0:  # judged as the user gets it: at the photo's size
+        block, _ = measure_at_photo_size(data, data.val, data.val_pair, recon, edits, cfg, "evaluate val (alpha choice)")
+        if isinstance(block, dict):
+            choice["measured_at"] = f"{cfg.measure_size} px photo crops"
+            chosen, why = pick_alpha({a: block[_alpha_key(a)] for a in cfg.alphas}, cfg.min_same_person)
+            choice["chosen"] = chosen
+            if why:
+                choice["why"] = why
+            return choice, block
+        choice["measured_at_photo_size"] = block  # why not: measured at the aligned size instead
     if cfg.blend == "change":
-        edits = change_blend(data.images[data.val], recon, edits, data.landmarks[data.val])
-    ev = Evaluator(data, data.val, data.val_pair, cfg.landmark_upsample)
+        edits = change_blend(data.images[data.val], recon, edits, data.landmarks[data.val], **_motion(data, cfg))
+    ev = Evaluator.aligned(data, data.val, data.val_pair, cfg.landmark_upsample)
     sets = {"recon": recon, **{_alpha_key(a): edits[:, k] for k, a in enumerate(cfg.alphas)}}
     figures, n_common = ev.compare(sets, "evaluate val (alpha choice)")
+    choice["measured_at"] = f"{data.images.shape[1]} px aligned faces"
     chosen, why = pick_alpha({a: figures[_alpha_key(a)] for a in cfg.alphas}, cfg.min_same_person)
     choice["chosen"] = chosen
     if why:
         choice["why"] = why
     return choice, {"n_common": n_common, **figures}
+
+
+def _motion(data: DFIData, cfg: DFIConfig) -> dict[str, Any]:
+    """change_blend's motion arguments for cfg.motion."""
+    return {"shift": data.landmark_shift, "alphas": cfg.alphas} if cfg.motion == "landmarks" else {}
+
+
+def ratio_interval(errors: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float] | None:
+    """90 % bootstrap interval (over faces) of mean(errors) / mean(base), paired per face: how
+    far a ratio from ~20 test people can be trusted against a bar."""
+    if len(errors) < 2:
+        return None
+    idx = np.random.default_rng(seed).integers(0, len(errors), (draws, len(errors)))
+    ratios = errors[idx].mean(1) / np.maximum(base[idx].mean(1), 1e-12)
+    return [float(np.quantile(ratios, 0.05)), float(np.quantile(ratios, 0.95))]
+
+
+@dataclass
+class PhotoSizeEdits:
+    crops: np.ndarray  # (M,S,S,3) the unedited photos, cut out at S px in their alignment
+    composed: np.ndarray  # (M,A,S,S,3) every alpha's edit composed into them
+    keep: np.ndarray  # (M,) indices into the measured rows (faces whose photos were read)
+
+
+def measure_at_photo_size(data: DFIData, rows: np.ndarray, pair: np.ndarray, recon: np.ndarray, edits: np.ndarray,
+                          cfg: DFIConfig, what: str, chosen: float | None = None
+                          ) -> tuple[dict[str, Any] | str, PhotoSizeEdits | None]:
+    """The edits (N,A,R,R,3) of `rows` composed into each face's photo cut out at
+    cfg.measure_size px (`change_blend` with cfg.motion, as `dfe attribute` composes at the
+    photo's size) and measured there (`Evaluator.at_photo_size`). Figures per set: `photo` (the
+    unedited photo: the null of every change) and each alpha's composed edit; with `chosen` (one
+    of cfg.alphas) also that edit's `full` render pasted (`--render full`: the null of keeping
+    the person) and, under landmark motion, `renders_motion` (the motion from the renders
+    instead). Each set's `mouth_over_photo` is its mouth NME over the photo's. A string says why
+    nothing could be measured (no photo readable)."""
+    ev, keep, crops, skipped = Evaluator.at_photo_size(data, rows, pair, cfg.measure_size)
+    if len(keep) == 0 or not ev.has_pair.any():
+        return (f"absent: none of the {len(rows)} photos and their pairs could be read at {cfg.measure_size} px"
+                f" (first: {next(iter(skipped.items()), ('', 'no pairs'))})"), None
+    lm = data.landmarks[rows[keep]]
+    composed = change_blend(crops, recon[keep], edits[keep], lm, **_motion(data, cfg))
+    sets = {"photo": crops, **{_alpha_key(a): composed[:, k] for k, a in enumerate(cfg.alphas)}}
+    figures, n_common = _against_photo(ev, sets, what)
+    if chosen is not None:  # each null beside the photo on the faces dlib finds in both (a blurred
+        k = list(cfg.alphas).index(chosen)  # full render is missed more often: it must not thin the rest)
+        nulls = {"full": full_paste(crops, edits[keep, k], lm)}
+        if cfg.motion == "landmarks":
+            nulls["renders_motion"] = change_blend(crops, recon[keep], edits[keep, k : k + 1], lm)[:, 0]
+        for name, images in nulls.items():
+            f, n = _against_photo(ev, {"photo": crops, name: images}, what)
+            figures[name] = {**f[name], "n_common": n}
+    block = {"side": cfg.measure_size, "motion": cfg.motion, "n_faces": len(keep), "n_pairs": int(ev.has_pair.sum()),
+             "n_common": n_common, "skipped": skipped, **figures}
+    return block, PhotoSizeEdits(crops, composed, keep)
+
+
+def _against_photo(ev: Evaluator, sets: Mapping[str, np.ndarray], what: str) -> tuple[dict[str, dict[str, Any]], int]:
+    """ev.compare of `sets` (one of them "photo"), each set's mouth NME also over the photo's
+    (`mouth_over_photo`) with its 90 % bootstrap interval over the faces."""
+    per_face: dict[str, np.ndarray] = {}
+    figures, n_common = ev.compare(sets, what, per_face)
+    base = figures["photo"]["mouth_nme"]
+    for name, f in figures.items():
+        f["mouth_over_photo"] = f["mouth_nme"] / base if f["mouth_nme"] is not None and base else None
+        f["mouth_over_photo_ci90"] = ratio_interval(per_face[name], per_face["photo"])
+    return figures, n_common
 
 
 def pick_alpha(figures: Mapping[float, Mapping[str, Any]], min_same_person: float) -> tuple[float | None, str]:
@@ -355,17 +505,45 @@ class Evaluator:
     dlib misses some generated 128 px faces, and which ones differs between alphas: mouth NME
     is therefore averaged over the paired faces found in EVERY compared image set (`common`),
     so the figures of one method compare like with like; `missed` counts each set's misses.
+    `sources` (N,S,S,3) are the unedited faces, `has_pair` (N,) which have a target photo and
+    `ref_lm` (P,68,2) the target photos' landmarks at size S (NaN: not found, left out).
     """
 
-    def __init__(self, data: DFIData, rows: np.ndarray, pair: np.ndarray, upsample: int) -> None:
+    def __init__(self, sources: np.ndarray, has_pair: np.ndarray, ref_lm: np.ndarray, upsample: int) -> None:
         from pipeline.data.landmarks import DlibBackend
         from pipeline.evaluation.metrics import DlibFaceEmbedder
 
+        assert ref_lm.shape == (int(has_pair.sum()), 68, 2), (ref_lm.shape, int(has_pair.sum()))
         self.backend = DlibBackend(upsample=upsample)
         self.embedder = DlibFaceEmbedder()
-        self.has_pair = pair >= 0
-        self.ref_lm = data.landmarks[pair[self.has_pair]]  # real target photos' aligned landmarks
-        self.e_source = self.embedder.embed(data.images[rows], boxes="aligned")
+        self.has_pair = has_pair
+        self.ref_lm = ref_lm
+        self.e_source = self.embedder.embed(sources, boxes="aligned")
+
+    @classmethod
+    def aligned(cls, data: DFIData, rows: np.ndarray, pair: np.ndarray, upsample: int) -> "Evaluator":
+        """At the aligned size R: the stored faces, the target photos' stored landmarks."""
+        return cls(data.images[rows], pair >= 0, data.landmarks[pair[pair >= 0]], upsample)
+
+    @classmethod
+    def at_photo_size(cls, data: DFIData, rows: np.ndarray, pair: np.ndarray, side: int
+                      ) -> tuple["Evaluator", np.ndarray, np.ndarray, dict[str, str]]:
+        """At the photo's own size: each face's photo and its pair's target photo cut out at
+        `side` px in their alignment (`photo_crops`), dlib (no upsampling) on those. Returns (the
+        evaluator over the faces whose photos were read, their indices into `rows`, their crops
+        (M,S,S,3), {photo: why} for the rest)."""
+        from pipeline.data.landmarks import DlibBackend
+
+        r = data.images.shape[1]
+        crops, ok, skipped = photo_crops(data, rows, side, r)
+        paired = pair >= 0
+        targets, ok_t, skipped_t = photo_crops(data, pair[paired], side, r)
+        ok[np.flatnonzero(paired)[~ok_t]] = False  # a face whose target photo is unreadable is left out too
+        keep = np.flatnonzero(ok)
+        has_pair = paired[keep]
+        ref = targets[np.isin(np.flatnonzero(paired), keep)]  # the kept faces' targets, all read
+        ref_lm = detect_landmarks(ref, DlibBackend(upsample=0), None) if len(ref) else np.zeros((0, 68, 2))
+        return cls(crops[keep], has_pair, ref_lm, 0), keep, crops[keep], {**skipped, **skipped_t}
 
     def mouth_errors(self, lm: np.ndarray) -> np.ndarray:
         """Mouth NME (P,) of the paired rows of `lm` (N,68,2) vs the target photos; NaN = missed."""
@@ -385,11 +563,15 @@ class Evaluator:
         return {"id_distance": float(dist[ok].mean()), "id_similarity": float(sim[ok].mean()),
                 "same_person": float((dist[ok] < DLIB_SAME_PERSON_THRESHOLD).mean())}
 
-    def compare(self, sets: Mapping[str, np.ndarray], what: str) -> tuple[dict[str, dict[str, Any]], int]:
+    def compare(self, sets: Mapping[str, np.ndarray], what: str, per_face: dict[str, np.ndarray] | None = None
+                ) -> tuple[dict[str, dict[str, Any]], int]:
         """Figures per named image set (each (N,R,R,3), rows = this evaluator's faces) and the
-        number of paired faces found in all of them (the faces mouth NME averages over)."""
+        number of paired faces found in all of them (the faces mouth NME averages over); with
+        `per_face`, it receives each set's mouth NME of those faces."""
         errors = {name: self.mouth_errors(detect_landmarks(images, self.backend, None)) for name, images in track(sets.items(), what)}
         common = np.logical_and.reduce([np.isfinite(e) for e in errors.values()])
+        if per_face is not None:
+            per_face.update({name: e[common] for name, e in errors.items()})
         out = {}
         for name, images in sets.items():
             err = errors[name]
@@ -410,6 +592,35 @@ def _wrap(text: str, width: int = 90) -> list[str]:
     import textwrap
 
     return textwrap.wrap(text, width) or [""]
+
+
+def photo_size_sheet(data: DFIData, cfg: DFIConfig, fast: FastResult, at_size: PhotoSizeEdits | None,
+                     chosen: float | None, why: Any) -> np.ndarray:
+    """The test smiles as the user gets them, 256 px tiles of the photo-size crops: the photo,
+    the composed edit at the chosen alpha, the same with the renders' motion, the whole render
+    pasted, the person's real smiling photo."""
+    from pipeline.core.viz import make_grid, text_image
+
+    if at_size is None or chosen is None:
+        return text_image(["no photo-size sheet:", *_wrap(str(why) if at_size is None else "alpha not chosen on val")])
+    k = list(cfg.alphas).index(chosen)
+    tile = min(256, cfg.measure_size)
+    shrink = lambda im: cv2.resize(im, (tile, tile), interpolation=cv2.INTER_AREA)  # noqa: E731
+    shown = at_size.keep[: cfg.grid_faces]
+    lm = data.landmarks[data.test[shown]]
+    paired = data.pair[shown] >= 0
+    reals, _, _ = photo_crops(data, data.pair[shown][paired], cfg.measure_size, data.images.shape[1])
+    real_of = dict(zip(np.flatnonzero(paired), reals))
+    cells: list[np.ndarray | None] = []
+    for j, i in enumerate(shown):
+        photo = at_size.crops[j]
+        renders = change_blend(photo[None], fast.recon[i : i + 1], fast.edits[i : i + 1, k : k + 1], lm[j : j + 1])[0, 0]
+        full = full_paste(photo[None], fast.edits[i : i + 1, k], lm[j : j + 1])[0]
+        real = real_of.get(j)
+        cells += [shrink(photo), shrink(at_size.composed[j, k]), shrink(renders), shrink(full),
+                  None if real is None else shrink(real)]
+    cols = ["photo", f"composed a={chosen:g}", "renders' motion", "full render", "real smile"]
+    return make_grid(cells, nrow=len(cols), col_labels=cols)
 
 
 # --------------------------------------------------------------------------- the vector file
@@ -484,7 +695,7 @@ def run_dfi(
     out_dir, reports_dir = Path(out_dir), Path(reports_dir)
 
     fast = fast_dfi(editor, data, cfg, dev)
-    ev = Evaluator(data, data.test, data.pair, cfg.landmark_upsample)
+    ev = Evaluator.aligned(data, data.test, data.pair, cfg.landmark_upsample)
     paired = data.pair[data.pair >= 0]
     # The unedited neutral photo goes through the same dlib-at-128-px measurement ('photo').
     sets = {"photo": data.images[data.test], "recon": fast.recon,
@@ -509,7 +720,7 @@ def run_dfi(
         **figures,
     }
     # The photo plus only what each edit changed (dfe attribute's default paste-back).
-    changed = change_blend(data.images[data.test], fast.recon, fast.edits, data.landmarks[data.test])
+    changed = change_blend(data.images[data.test], fast.recon, fast.edits, data.landmarks[data.test], **_motion(data, cfg))
     figures_c, n_common_c = ev.compare({_alpha_key(a): changed[:, k] for k, a in enumerate(cfg.alphas)},
                                        "evaluate fast DFI (change)")
     change_metrics: dict[str, Any] = {"n_common": n_common_c, **figures_c}
@@ -518,6 +729,14 @@ def run_dfi(
     if choice["chosen"] is not None:
         block, figs = (change_metrics, figures_c) if cfg.blend == "change" else (fast_metrics, figures)
         block["chosen"] = {"alpha": choice["chosen"], **figs[_alpha_key(choice["chosen"])]}
+    # The test faces' edits as the user gets them: composed into the photo at its own size.
+    photo_size: dict[str, Any] | str = "absent: dfi.measure_size is 0"
+    at_size = None
+    if cfg.measure_size > 0:
+        photo_size, at_size = measure_at_photo_size(data, data.test, data.pair, fast.recon, fast.edits, cfg,
+                                                    "evaluate fast DFI (photo size)", choice["chosen"])
+        if isinstance(photo_size, dict) and choice["chosen"] is not None:
+            photo_size["chosen"] = {"alpha": choice["chosen"], **photo_size[_alpha_key(choice["chosen"])]}
 
     vgg = load_vgg19(dev, required=False)
     classic_metrics: dict[str, Any] | str
@@ -529,7 +748,7 @@ def run_dfi(
     else:
         classic = classic_dfi(vgg, data, cfg, dev)
         m = len(classic.rows)
-        ev_c = Evaluator(data, classic.rows, data.pair[:m], cfg.landmark_upsample)
+        ev_c = Evaluator.aligned(data, classic.rows, data.pair[:m], cfg.landmark_upsample)
         sets = {"photo": data.images[classic.rows],
                 **{_alpha_key(a): classic.edits[:, k] for k, a in enumerate(cfg.classic_alphas)}}
         figures, n_common = ev_c.compare(sets, "evaluate classic DFI")
@@ -545,8 +764,12 @@ def run_dfi(
         "baseline": baseline,
         "fast": fast_metrics,
         "fast_change": change_metrics,
+        "photo_size": photo_size,
         "classic": classic_metrics,
     }
+    from pipeline.evaluation.metrics import DFI_GATES, gates
+
+    metrics["gates"] = gates(metrics, DFI_GATES)
 
     # Outputs (edits for later inspection), then grids and metrics.
     save_csv(out_dir / "test.csv", pd.DataFrame({
@@ -570,6 +793,7 @@ def run_dfi(
         cells += [data.images[data.test[i]], fast.recon[i], *fast.edits[i], fast.sketches[i, a_max], target_cell(i)]
     cols = ["photo", "recon", *[f"a={a:g}" for a in cfg.alphas], f"sketch a={cfg.alphas[a_max]:g}", "real"]
     save_png(reports_dir / "dfi" / "fast.png", make_grid(cells, nrow=len(cols), col_labels=cols))
+    save_png(reports_dir / "dfi" / "photo_size.png", photo_size_sheet(data, cfg, fast, at_size, choice["chosen"], photo_size))
     if classic is not None:
         cells = []
         for i in range(min(g, len(classic.rows))):

@@ -102,6 +102,17 @@ class AttributeVector:
     def has_examples(self) -> bool:
         return all(s in self.examples and len(self.examples[s]) > 0 for s in SIDES)
 
+    @property
+    def landmark_shift(self) -> np.ndarray | None:
+        """(68,2) float32 aligned px at `resolution`: the attribute in landmark space, the mean
+        landmarks of the examples with it minus those without (None without examples). It
+        moves a photo's own pixels (`editing.compose.landmark_motion`) where the learned
+        vectors' renders move a face only part of the way."""
+        if not self.has_examples:
+            return None
+        w, wo = self.examples["with"].landmarks, self.examples["without"].landmarks
+        return np.asarray(w.mean(0) - wo.mean(0), np.float32)
+
     def metadata(self) -> dict[str, str]:
         meta = {
             "format": FORMAT, "version": VERSION, "name": self.name, "profile": self.profile or "",

@@ -52,6 +52,7 @@ class ComposeSettings:
     lightness: float = 0.75  # appearance edits: share of the lightness change kept
     appearance_smooth: float = 0.03  # appearance edits: the renders' change is smoothed over this fraction of the face
     feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
+    landmark_sigma: float = 0.06  # landmark motion (attributes): each point's move spreads over this fraction of the face
 
     @classmethod
     def from_params(cls, params: dict | None = None) -> "ComposeSettings":
@@ -128,6 +129,26 @@ def render_motion(r0: np.ndarray, r1: np.ndarray, settings: ComposeSettings = Co
     return _refined_motion(r0, r1, grey, replace(settings, flow_iterations=1))
 
 
+def landmark_motion(points: np.ndarray, shift: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """Backward motion (size,size,2) float32 that moves landmarks `points` (68,2, aligned px) by
+    `shift` (68,2): where a point lands the output shows the photo at the point; in between a
+    Gaussian-weighted mean of the nearby points' moves (points that stay hold their
+    neighbourhood still), fading to nothing beyond about `sigma` (fraction of the face) of every
+    point. An attribute's landmark vector (the examples' mean shift) moves a photo's own pixels."""
+    assert points.shape == shift.shape == (len(points), 2), (points.shape, shift.shape)
+    num = np.zeros((size, size, 2), np.float32)
+    den = np.zeros((size, size), np.float32)
+    for (x, y), d in zip(points + shift, -shift):
+        xi, yi = int(round(x)), int(round(y))
+        if 0 <= xi < size and 0 <= yi < size:
+            num[yi, xi] += d
+            den[yi, xi] += 1
+    s = sigma * size
+    num, den = cv2.GaussianBlur(num, (0, 0), s), cv2.GaussianBlur(den, (0, 0), s)
+    reach = np.clip(den * (2 * np.pi * s * s) * 2, 0, 1)  # 1 within about a sigma of a point
+    return num / np.maximum(den, 1e-8)[..., None] * reach[..., None]
+
+
 def _smooth(flow: np.ndarray, sigma: float) -> np.ndarray:
     return cv2.GaussianBlur(flow, (0, 0), sigma) if sigma > 0 else flow
 
@@ -180,6 +201,7 @@ def compose(
     photo: np.ndarray, transform: np.ndarray, *,
     geometry: tuple[np.ndarray, np.ndarray] | None = None,
     sketches: tuple[np.ndarray, np.ndarray] | None = None,
+    motion: np.ndarray | None = None,
     appearance: tuple[np.ndarray, np.ndarray] | None = None,
     inner_mask: np.ndarray | None = None,
     colour_shift: np.ndarray | None = None,
@@ -193,6 +215,9 @@ def compose(
       geometry, same appearance. sketches: (own, edited) (R,R) uint8 sketches behind them:
       the motion comes from them and the change stays near the strokes that changed; None
       (attributes): the motion comes from the renders, wherever the model changed the face.
+    motion: (R,R,2) backward motion in aligned px that replaces the one from sketches or renders
+      (attributes with a landmark vector: `landmark_motion`); the renders then add only what
+      that move does not explain, where the model changed the face.
     appearance: (a0, a1) aligned renders of one geometry with the photo's own and the new
       appearance codes; the change goes in inside `inner_mask` (R,R) in [0,1] (required then).
     colour_shift: (R,R,3) Lab field (`photo_colour_shift`): the appearance photos' own colour
@@ -203,7 +228,7 @@ def compose(
     assert photo.ndim == 3 and photo.shape[2] == 3 and photo.dtype == np.uint8, (photo.shape, photo.dtype)
     out = photo
     if geometry is not None:
-        out = _compose_geometry(out, transform, *geometry, sketches, within, settings)
+        out = _compose_geometry(out, transform, *geometry, sketches, within, settings, motion)
     if appearance is not None:
         if inner_mask is None:
             raise ValueError("an appearance edit needs the inner-face mask (editing.blend.inner_face_mask)")
@@ -212,14 +237,19 @@ def compose(
 
 
 def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, np.ndarray] | None,
-                    settings: ComposeSettings = ComposeSettings(), within: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """(motion, residual) in the aligned frame: the backward motion, near the strokes that
-    changed (with sketches) or where the model changed the face (without), and what that move
-    does not explain (R,R,3 float32 levels), only where the model changed the face."""
+                    settings: ComposeSettings = ComposeSettings(), within: np.ndarray | None = None,
+                    motion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(motion, residual) in the aligned frame: the backward motion (`motion` when given, inside
+    `within`), near the strokes that changed (with sketches) or where the model changed the face
+    (without), and what that move does not explain (R,R,3 float32 levels), only where the model
+    changed the face."""
     r = r0.shape[0]
     by_model = change_support(r0, r1, settings)
-    if sketches is not None:  # the user's strokes say where the photo moves (gating them by the model's
+    if motion is not None:  # the move is given (a landmark vector): it applies wherever it is
+        assert motion.shape == (r, r, 2), (motion.shape, r)
+        moves = np.ones((r, r), np.float32)
+        adds = by_model
+    elif sketches is not None:  # the user's strokes say where the photo moves (gating them by the model's
         own, edited = sketches  # change too left eyes the networks barely redraw unmoved: val drawn/own 0.71 -> 0.60)
         strokes = _grown(np.abs(own.astype(np.int16) - edited.astype(np.int16)) > 64, settings.stroke_reach * r)
         moves, adds = strokes, by_model * strokes
@@ -229,7 +259,8 @@ def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, 
         moves, adds = moves * within, adds * within
     if not moves.any():
         return np.zeros((r, r, 2), np.float32), np.zeros((r, r, 3), np.float32)
-    motion = render_motion(r0, r1, settings) if sketches is None else sketch_motion(*sketches, settings)
+    if motion is None:
+        motion = render_motion(r0, r1, settings) if sketches is None else sketch_motion(*sketches, settings)
     m = motion * moves[..., None]
     # What the model drew that the move does not explain (a new line, an opened mouth). Only where
     # the model changed the face: elsewhere r1 - warp(r0) would merely undo the move.
@@ -239,8 +270,8 @@ def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, 
     return m, residual * (keep * adds)[..., None]
 
 
-def _compose_geometry(photo, transform, r0, r1, sketches, within, settings):
-    m, residual = geometry_change(r0, r1, sketches, settings, within)
+def _compose_geometry(photo, transform, r0, r1, sketches, within, settings, motion=None):
+    m, residual = geometry_change(r0, r1, sketches, settings, within, motion)
     if not m.any() and not residual.any():
         return photo
     box = _face_box(transform, r0.shape[0], photo.shape[:2])

@@ -282,20 +282,23 @@ def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06,
 
 
 def paste_change(target: AlignedFace, edited: np.ndarray, reference: np.ndarray, feather: float = 0.06,
-                 settings=None) -> np.ndarray:
+                 settings=None, motion: np.ndarray | None = None) -> np.ndarray:
     """An edit without sketches (an attribute) put into the photo by editing.compose:
     `reference` is the unedited output (the reconstruction) and `edited` the edit's; the
-    photo's own pixels move as the renders move, and what the move does not explain is
-    added, inside the inner-face mask. An edit that changes nothing returns the photo itself.
+    photo's own pixels move as the renders move (or by `motion`, (R,R,2) aligned px, when
+    given: an attribute's landmark vector), and what the move does not explain is added,
+    inside the inner-face mask. An edit that changes nothing returns the photo itself.
     Aligned inputs (no landmarks): the aligned face, everywhere."""
     from pipeline.editing.blend import inner_face_mask
     from pipeline.editing.compose import ComposeSettings, compose
 
     settings = settings or ComposeSettings()
     if target.landmarks is None:
-        return compose(target.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]), geometry=(reference, edited), settings=settings)
+        return compose(target.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]), geometry=(reference, edited),
+                       motion=motion, settings=settings)
     within = inner_face_mask(target.landmarks, edited.shape[0], feather=feather)
-    return compose(target.photo, target.transform, geometry=(reference, edited), within=within, settings=settings)
+    return compose(target.photo, target.transform, geometry=(reference, edited), motion=motion, within=within,
+                   settings=settings)
 
 
 def photo_sketch(

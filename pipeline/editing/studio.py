@@ -66,6 +66,7 @@ class AttributeVector:
     parts: tuple[str, ...]
     spaces: tuple[str, ...]
     limit: float  # the slider runs over [-limit, limit]
+    landmark_shift: np.ndarray | None = None  # (68,2) aligned px: its examples' mean landmark shift (None: none kept)
 
     def apply(self, geometry: dict[str, torch.Tensor], codes: dict[str, torch.Tensor], alpha: float
               ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -95,7 +96,8 @@ def read_attribute_vector(path: str | Path, shapes: Mapping[str, Mapping[str, tu
                 raise ValueError(f"{path}: {part}.{space} is {tuple(t.shape)} but the models' is {want} "
                                  "(another profile?)")
     limit = max([abs(a) for a in vector.alphas if np.isfinite(a)] or [3.0]) or 3.0
-    return AttributeVector(vector.name, Path(path), vector.learned, vector.parts, vector.spaces, float(limit))
+    return AttributeVector(vector.name, Path(path), vector.learned, vector.parts, vector.spaces, float(limit),
+                           vector.landmark_shift)
 
 
 def find_attribute_vectors(folder: str | Path | None, shapes=None) -> tuple[list[AttributeVector], list[str]]:
@@ -171,6 +173,7 @@ class Composition:
     g1: np.ndarray  # ... of the edited sketch (and attributes), the photo's appearance
     a1: np.ndarray | None  # ... of the same with the donors' appearance (None: no donor)
     sketches: tuple[np.ndarray, np.ndarray] | None  # (own, edited) when strokes alone moved the face
+    motion: np.ndarray | None  # (R,R,2) when attributes alone moved it and their vectors carry landmark shifts
     inner: np.ndarray  # (R,R) the inner-face mask: where an attribute may move the face
     mask: np.ndarray  # (R,R) where the appearance may change: the inner face (within the donors' parts)
     region: np.ndarray  # (R,R) the face with its outline (blend.face_region_mask): where strokes may move it
@@ -184,7 +187,7 @@ class Composition:
         appearance = None if self.a1 is None else (self.g1, self.a1)
         # where a geometry edit may move the photo: attributes the inner face, strokes the whole face
         within = None if geometry is None else (self.inner if self.sketches is None else self.region)
-        return compose(photo, transform, geometry=geometry, sketches=self.sketches, appearance=appearance,
+        return compose(photo, transform, geometry=geometry, sketches=self.sketches, motion=self.motion, appearance=appearance,
                        inner_mask=self.mask, colour_shift=self.colour_shift, within=within, settings=self.settings)
 
 
@@ -387,7 +390,15 @@ class Studio:
             appearance_mask = opened.mask * where
         from pipeline.editing.blend import face_region_mask
 
-        recipe = Composition(g0, g1, a1, (opened.sketch, sketch) if changed.any() and not steps else None,
+        motion = None
+        if steps and not changed.any() and all(v.landmark_shift is not None for v, _ in steps):
+            # attributes alone: the photo's pixels move by the vectors' landmark shifts, as `dfe attribute`
+            from pipeline.editing.compose import landmark_motion
+
+            moved = sum(a * v.landmark_shift for v, a in steps)
+            motion = landmark_motion(np.asarray(opened.face.landmarks, np.float32), moved, r,
+                                     self.compose_settings.landmark_sigma)
+        recipe = Composition(g0, g1, a1, (opened.sketch, sketch) if changed.any() and not steps else None, motion,
                              opened.mask, appearance_mask, face_region_mask(opened.face.landmarks, r), shift,
                              self.compose_settings)
         face = recipe.apply(opened.face.face, np.array([[1.0, 0, 0], [0, 1.0, 0]]))

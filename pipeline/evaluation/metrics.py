@@ -416,10 +416,20 @@ def _lookup(metrics: Mapping, path: str) -> float | None:
     return None if node is None else float(node)
 
 
-def gates(metrics: Mapping) -> dict[str, bool]:
-    """Each bar of `GATES` as passed (True) or not; a missing or NaN figure fails."""
+# The dfi stage's bars (reports/dfi.json): the test smile composed into each photo at its own size.
+DFI_GATES: dict[str, tuple[str, str, float]] = {
+    # the mouth lands nearer the person's real smile: 15 % below the unedited photo's error ...
+    "smile_follows": ("photo_size.chosen.mouth_over_photo", "<=", 0.85),
+    # ... and every face stays the same person for dlib.
+    "smile_keeps_person": ("photo_size.chosen.same_person", ">=", 1.0),
+}
+
+
+def gates(metrics: Mapping, table: Mapping[str, tuple[str, str, float]] = GATES) -> dict[str, bool]:
+    """Each bar of `table` (the evaluate stage's `GATES` unless given) as passed (True) or not;
+    a missing or NaN figure fails."""
     out = {}
-    for name, (path, op, bar) in GATES.items():
+    for name, (path, op, bar) in table.items():
         v = _lookup(metrics, path)
         ok = v is not None and np.isfinite(v) and (v >= bar if op == ">=" else v <= bar)
         out[name] = bool(ok)

@@ -224,6 +224,8 @@ def test_run_dfi_measures_the_smile_at_the_photos_size(models, data_dir, tmp_pat
     # dlib finds the real photo's mouth at 256 px: the composed edits are measured against it
     assert ps["n_common"] == 1 and ps["photo"]["mouth_nme"] > 0
     assert ps["alpha_0"]["mouth_over_photo"] == pytest.approx(1.0) and ps["alpha_1"]["mouth_over_photo"] is not None
+    # the population smile's ceiling: the photo's own points moved, no image; alpha 0 moves none
+    assert ps["points_moved_over_photo"]["alpha_0"] == pytest.approx(1.0) and ps["points_moved_over_photo"]["alpha_1"] > 0
     chosen = metrics["alpha"]["chosen"]
     if chosen is not None:  # the chosen edit beside both nulls: the photo and the whole render pasted
         assert ps["chosen"]["alpha"] == chosen and {"full", "renders_motion"} <= set(ps)

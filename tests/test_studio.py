@@ -277,6 +277,28 @@ def test_attribute_slider_reads_the_dfi_stage_vectors(studio, photos, london, tm
     assert named.name == tmp_path.name  # the dfi stage's file name says nothing: its folder's does
 
 
+def test_a_slider_with_a_landmark_shift_moves_the_photos_own_mouth(studio, photos, london, tmp_path):
+    """As `dfe attribute --motion landmarks`: a vector's examples' mean landmark shift moves the
+    photo even where its learned steps change no render; without a shift nothing moves."""
+    from dataclasses import replace
+
+    smile = read_attribute_vector(_dfi_vectors_file(studio, london, tmp_path / "smile.safetensors"))
+    still = replace(smile, vectors={p: {s: torch.zeros_like(t) for s, t in d.items()} for p, d in smile.vectors.items()})
+    widen = np.zeros((68, 2), np.float32)
+    widen[48, 0], widen[54, 0] = -3.0, 3.0
+    try:
+        opened = studio.open(photos["face"])
+        plain = studio.render(opened)
+        studio.vectors = [still]
+        assert np.array_equal(studio.render(opened, alphas={"smile": 1.0}).face, plain.face)
+        studio.vectors = [replace(still, landmark_shift=widen)]
+        moved = studio.render(opened, alphas={"smile": 1.0})
+        assert _region_change(moved.face, plain.face, "mouth") > 0.3
+        assert np.array_equal(moved.face[:40], plain.face[:40])  # the forehead and eyes keep their pixels
+    finally:
+        studio.vectors = []
+
+
 def test_messages_for_bad_photos_and_missing_models(studio, photos, tmp_path):
     with pytest.raises(EditInputError, match=r"^cannot read notes\.jpg: .*choose a photo"):
         studio.open(photos["text"], "notes.jpg")

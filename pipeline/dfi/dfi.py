@@ -426,8 +426,18 @@ def measure_at_photo_size(data: DFIData, rows: np.ndarray, pair: np.ndarray, rec
         for name, images in nulls.items():
             f, n = _against_photo(ev, {"photo": crops, name: images}, what)
             figures[name] = {**f[name], "n_common": n}
+    # The ceiling of a population smile: dlib's own points on the photo moved by alpha x the
+    # landmark shift, no image at all (what a perfect render of the mean smile would score).
+    own = detect_landmarks(crops, ev.backend, None)
+    found = ev.mouth_errors(own)
+    scale = cfg.measure_size / data.images.shape[1]
+    ceiling = {}
+    for a in cfg.alphas:
+        moved = ev.mouth_errors(own + a * data.landmark_shift[None] * scale)
+        ok = np.isfinite(found) & np.isfinite(moved)
+        ceiling[_alpha_key(a)] = float(moved[ok].mean() / found[ok].mean()) if ok.any() else None
     block = {"side": cfg.measure_size, "motion": cfg.motion, "n_faces": len(keep), "n_pairs": int(ev.has_pair.sum()),
-             "n_common": n_common, "skipped": skipped, **figures}
+             "n_common": n_common, "skipped": skipped, "points_moved_over_photo": ceiling, **figures}
     return block, PhotoSizeEdits(crops, composed, keep)
 
 

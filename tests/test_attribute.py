@@ -344,3 +344,31 @@ def test_landmark_motion_moves_the_photo_by_the_examples_mean_shift(vectors, fol
     r = runner.invoke(app, ["attribute", str(folders / "photo.png"), "-v", str(tmp_path / "widen.safetensors"),
                             "--motion", "sideways", "-o", str(tmp_path / "x.png"), *_common(models)])
     _one_line_error(r, "sideways", "landmarks")
+
+
+def test_a_vector_learns_with_the_photo_editors_colour_range(vectors, models):
+    """`dfe attribute-vector` loads the photo editor, whose colour range rides each photo's colour
+    statistics along its appearance codes: they are the photo's, and stay out of the vector."""
+    from pipeline.core.profiles import get_profile
+    from pipeline.dfi.vectors import learn_vector, load_vector
+    from pipeline.editing.colour_norm import STATS_KEY
+    from pipeline.models.editor import load_editor
+
+    class WithStats:  # the codes as editing.colour_norm.ColourNormalised returns them
+        def __init__(self, editor):
+            self.editor, self.device, self.profile = editor, editor.device, editor.profile
+
+        def geometry_from_photo(self, x):
+            return self.editor.geometry_from_photo(x)
+
+        def appearance_codes(self, x):
+            return {**self.editor.appearance_codes(x), STATS_KEY: torch.zeros(len(x), 17)}
+
+    editor = load_editor(models, get_profile(PROFILE), torch.device("cpu"))
+    examples = load_vector(vectors / "smile.safetensors").examples
+    plain = learn_vector(editor, examples, parts=("mouth",), spaces=("geometry",), normalise=False)
+    wrapped = learn_vector(WithStats(editor), examples, parts=("mouth",), spaces=("geometry",), normalise=False)
+    assert set(wrapped.learned) == set(PARTS)
+    for p in PARTS:
+        for s in ("geometry", "appearance"):
+            assert torch.allclose(wrapped.learned[p][s], plain.learned[p][s])

@@ -387,6 +387,9 @@ def learn_vector(
     device = editor.device
     geo_w, app_w = encode(editor, examples["with"].faces, batch_size, device, "encode with")
     geo_wo, app_wo = encode(editor, examples["without"].faces, batch_size, device, "encode without")
+    # The parts' codes only: the photo editor's colour range adds each photo's colour statistics
+    # to its codes (editing.colour_norm.STATS_KEY), which belong to the photo, not to the attribute.
+    app_w, app_wo = ({p: a[p] for p in geo_w} for a in (app_w, app_wo))
     learned = learned_attribute_vectors(geo_w, geo_wo, app_w, app_wo, normalise=normalise)
     classic, status = None, vgg_status or "absent"
     if vgg is not None:

@@ -62,7 +62,9 @@ def main() -> None:
     for spec in args.tries:
         key, _, values = spec.partition("=")
         for v in values.split(","):
-            candidates.append((f"{key}={v}", replace(base, **{key: type(getattr(base, key))(v)})))
+            kind = type(getattr(base, key))
+            value = v.lower() in ("1", "true", "yes") if kind is bool else kind(v)
+            candidates.append((f"{key}={v}", replace(base, **{key: value})))
     print("| candidate | " + " | ".join(c for c, _ in COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 1) + "|")
     out = Path("outputs/tune_compose.jsonl")

@@ -6,7 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.editing.compose import ComposeSettings, change_support, compose, landmark_motion, sketch_motion, warp_aligned
+from pipeline.editing.compose import (ComposeSettings, change_support, compose, geometry_change, landmark_motion, sketch_motion,
+                                      unfold, warp_aligned)
 
 R = 64
 
@@ -141,3 +142,41 @@ def test_photo_colour_shift_follows_each_parts_donor():
     x, y, s = boxes["mouth"]
     assert mouth_only[y + s // 2, x + s // 2, 1] > 10 and abs(mouth_only[2, 2, 1]) < 0.5
     assert where[y + s // 2, x + s // 2] > 0.8 and where[2, 2] < 0.05  # the eyes and the rest keep their own
+
+
+def _area_ratio(m: np.ndarray) -> np.ndarray:
+    dxx, dxy = np.gradient(m[..., 0], axis=1), np.gradient(m[..., 0], axis=0)
+    dyx, dyy = np.gradient(m[..., 1], axis=1), np.gradient(m[..., 1], axis=0)
+    return (1 + dxx) * (1 + dyy) - dxy * dyx
+
+
+def test_unfold_smooths_only_where_the_motion_folds_the_photo():
+    """A flow gone wrong (a sharp step that folds the photo over itself) is smoothed until no
+    fold is left; a gentle motion, and the motion far from the fold, stay exactly as they were."""
+    gentle = np.zeros((R, R, 2), np.float32)
+    gentle[..., 0] = np.sin(np.arange(R) / R * np.pi)[None, :] * 2  # stretches at most ~10 %
+    assert np.array_equal(unfold(gentle, 0.3), gentle)
+    fold = np.zeros((R, R, 2), np.float32)
+    fold[20:44, 30:, 0] = -6.0  # a 6 px jump: the backward map runs back over itself at x = 30
+    assert _area_ratio(fold).min() < 0
+    out = unfold(fold, 0.3)
+    assert _area_ratio(out).min() >= 0.3 - 1e-3
+    assert np.array_equal(out[:, :10], fold[:, :10]) and np.array_equal(out[:, 55:][:5], fold[:, 55:][:5])
+    assert np.abs(out[32, 45, 0] + 6.0) < 1.5  # the move itself survives, away from the step
+
+
+def test_the_residual_goes_only_where_the_caller_allows():
+    """What the move does not explain (here: a new dark patch the renders drew) is added inside
+    `residual_within` only; with residual_inner off it goes wherever the model changed the face."""
+    r0 = _face(30)
+    r1 = r0.copy()
+    cv2.rectangle(r1, (44, 8), (56, 20), (20, 20, 20), -1)  # something drawn that no move explains
+    inner = np.zeros((R, R), np.float32)
+    inner[:, :50] = 1.0  # the patch straddles the edge of the allowed region
+    sk = (_sketch(30), _sketch(30))
+    sk_edit = (sk[0], sk[1].copy())
+    cv2.rectangle(sk_edit[1], (44, 8), (56, 20), 0, 1)
+    _, res = geometry_change(r0, r1, sk_edit, ComposeSettings(), None, None, inner)
+    assert np.abs(res[14, 46]).max() > 20 and np.abs(res[14, 54]).max() == 0
+    _, everywhere = geometry_change(r0, r1, sk_edit, ComposeSettings(), None, None, None)
+    assert np.abs(everywhere[14, 54]).max() > 20

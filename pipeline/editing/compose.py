@@ -44,11 +44,13 @@ class ComposeSettings:
     dt_clip: float = 0.05  # sketch distance transforms clipped at this fraction of flow_size
     flow_smooth: float = 0.01  # Gaussian smoothing of the motion, fraction of the face
     flow_iterations: int = 3  # sketch motion refined in this many DIS passes (each flows the warped sketch the rest of the way)
+    fold_limit: float = 0.3  # the motion is smoothed where it squeezes the face below this area ratio (or stretches past 1/it); 0: off
     stroke_reach: float = 0.08  # sketch motion reaches this fraction of the face beyond the changed strokes
     support_threshold: float = 6.0  # edits without sketches: render change (levels, max over RGB) where the model changed the face
     support_reach: float = 0.06  # the model's change region grown by this fraction of the face
     residual_low: float = 25.0  # residual below this many levels is what the move explains: dropped
     residual_high: float = 80.0  # ... above this it is added in full
+    residual_inner: bool = True  # ... and only inside `residual_within` (the inner face): the small models' hair and ears are not the photo's
     lightness: float = 0.75  # appearance edits: share of the lightness change kept
     appearance_smooth: float = 0.03  # appearance edits: the renders' change is smoothed over this fraction of the face
     feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
@@ -105,6 +107,33 @@ def _refined_motion(source: np.ndarray, target: np.ndarray, prepare, settings: C
         step = _smooth(cv2.resize(flow, (r, r), interpolation=cv2.INTER_AREA) * (r / n), settings.flow_smooth * r)
         motion = step + warp_aligned(motion, step) if k else step
     return motion
+
+
+def _area_ratio(motion: np.ndarray) -> np.ndarray:
+    """(R,R): how much the backward map x -> x + motion(x) scales area at each pixel (its
+    Jacobian determinant); below 0 the map folds the photo over itself."""
+    dxx, dxy = np.gradient(motion[..., 0], axis=1), np.gradient(motion[..., 0], axis=0)
+    dyx, dyy = np.gradient(motion[..., 1], axis=1), np.gradient(motion[..., 1], axis=0)
+    return (1 + dxx) * (1 + dyy) - dxy * dyx
+
+
+def unfold(motion: np.ndarray, limit: float, passes: int = 6) -> np.ndarray:
+    """`motion` smoothed where it squeezes area below `limit` or stretches it past 1/limit (a
+    fold or a tear: where a flow between two very different drawings went wrong), more each pass,
+    until no such place is left; elsewhere it is kept exactly."""
+    if limit <= 0:
+        return motion
+    r = motion.shape[0]
+    out = motion
+    for k in range(passes):
+        ratio = _area_ratio(out)
+        bad = (ratio < limit) | (ratio > 1 / limit)
+        if not bad.any():
+            break
+        sigma = (r / 128) * 1.5 * 2 ** k
+        where = _grown(bad, 2 * sigma)[..., None]
+        out = out * (1 - where) + cv2.GaussianBlur(out, (0, 0), sigma) * where
+    return out.astype(np.float32)
 
 
 def _grown(core: np.ndarray, reach: float) -> np.ndarray:
@@ -206,6 +235,7 @@ def compose(
     inner_mask: np.ndarray | None = None,
     colour_shift: np.ndarray | None = None,
     within: np.ndarray | None = None,
+    residual_within: np.ndarray | None = None,
     settings: ComposeSettings = ComposeSettings(),
 ) -> np.ndarray:
     """The edited photo (H,W,3) uint8.
@@ -224,11 +254,14 @@ def compose(
       difference, which replaces the mean of the renders' change (renders carry a blurred,
       training-set version of a skin tone; the donor photo carries the real one).
     within: (R,R) in [0,1], where a geometry change may go at all (attributes: the inner face).
+    residual_within: (R,R) in [0,1], where the renders may add what the move does not explain
+      (callers pass the inner face; with settings.residual_inner, else ignored).
     """
     assert photo.ndim == 3 and photo.shape[2] == 3 and photo.dtype == np.uint8, (photo.shape, photo.dtype)
     out = photo
     if geometry is not None:
-        out = _compose_geometry(out, transform, *geometry, sketches, within, settings, motion)
+        adds = residual_within if settings.residual_inner else None
+        out = _compose_geometry(out, transform, *geometry, sketches, within, settings, motion, adds)
     if appearance is not None:
         if inner_mask is None:
             raise ValueError("an appearance edit needs the inner-face mask (editing.blend.inner_face_mask)")
@@ -238,7 +271,8 @@ def compose(
 
 def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, np.ndarray] | None,
                     settings: ComposeSettings = ComposeSettings(), within: np.ndarray | None = None,
-                    motion: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    motion: np.ndarray | None = None, residual_within: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """(motion, residual) in the aligned frame: the backward motion (`motion` when given, inside
     `within`), near the strokes that changed (with sketches) or where the model changed the face
     (without), and what that move does not explain (R,R,3 float32 levels), only where the model
@@ -257,11 +291,15 @@ def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, 
         moves = adds = by_model
     if within is not None:
         moves, adds = moves * within, adds * within
+    if residual_within is not None:
+        adds = adds * residual_within
     if not moves.any():
         return np.zeros((r, r, 2), np.float32), np.zeros((r, r, 3), np.float32)
     if motion is None:
         motion = render_motion(r0, r1, settings) if sketches is None else sketch_motion(*sketches, settings)
-    m = motion * moves[..., None]
+    m = unfold(motion * moves[..., None], settings.fold_limit)
+    if within is not None:  # smoothing a fold must not carry the move past where it may go
+        m = m * (within > 1e-3)[..., None]
     # What the model drew that the move does not explain (a new line, an opened mouth). Only where
     # the model changed the face: elsewhere r1 - warp(r0) would merely undo the move.
     residual = r1.astype(np.float32) - warp_aligned(r0, m).astype(np.float32)
@@ -270,8 +308,8 @@ def geometry_change(r0: np.ndarray, r1: np.ndarray, sketches: tuple[np.ndarray, 
     return m, residual * (keep * adds)[..., None]
 
 
-def _compose_geometry(photo, transform, r0, r1, sketches, within, settings, motion=None):
-    m, residual = geometry_change(r0, r1, sketches, settings, within, motion)
+def _compose_geometry(photo, transform, r0, r1, sketches, within, settings, motion=None, residual_within=None):
+    m, residual = geometry_change(r0, r1, sketches, settings, within, motion, residual_within)
     if not m.any() and not residual.any():
         return photo
     box = _face_box(transform, r0.shape[0], photo.shape[:2])

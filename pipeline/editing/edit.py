@@ -264,7 +264,8 @@ def compose_edit(editor, target: AlignedFace, edited: np.ndarray, sketch: np.nda
 
         within = face_region_mask(target.landmarks, r)
     return compose(target.photo, target.transform, geometry=geometry, sketches=sketches, appearance=changes,
-                   inner_mask=mask, colour_shift=shift, within=within, settings=settings)
+                   inner_mask=mask, colour_shift=shift, within=within,
+                   residual_within=None if target.landmarks is None else mask, settings=settings)
 
 
 def paste_edited(target: AlignedFace, edited: np.ndarray, feather: float = 0.06, own_colours: bool = True) -> np.ndarray:

@@ -188,7 +188,8 @@ class Composition:
         # where a geometry edit may move the photo: attributes the inner face, strokes the whole face
         within = None if geometry is None else (self.inner if self.sketches is None else self.region)
         return compose(photo, transform, geometry=geometry, sketches=self.sketches, motion=self.motion, appearance=appearance,
-                       inner_mask=self.mask, colour_shift=self.colour_shift, within=within, settings=self.settings)
+                       inner_mask=self.mask, colour_shift=self.colour_shift, within=within,
+                       residual_within=self.inner, settings=self.settings)
 
 
 def friendly(error: BaseException, names: Mapping[str, str] | None = None) -> str:

@@ -208,6 +208,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
 
     base = renders(own_sketch, np.arange(n))
     regions = [face_region_mask(landmarks[i], r) for i in range(n)]  # where a geometry edit may move the photo
+    inner = [inner_face_mask(landmarks[i], r, feather=settings.feather) for i in range(n)]  # where the renders may add
     if s >= 256 and dlib.upsample > 0:  # photo-sized faces need no upsampling (and take 4x longer with it)
         dlib = dlib.copy()
         dlib.upsample = 0
@@ -225,7 +226,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
         r1 = renders(np.stack([e.sketch for e in edits]), np.arange(n))
         outs = {"compose": np.stack([compose(photos[i], t_photo, geometry=(base[i], r1[i]),
                                              sketches=(own_sketch[i], edits[i].sketch), within=regions[i],
-                                             settings=settings) for i in range(n)]),
+                                             residual_within=inner[i], settings=settings) for i in range(n)]),
                 "full": np.stack([full(i, r1[i]) for i in range(n)])}
         drawn = np.stack([e.drawn for e in edits])
         rest = [k for k in range(68) if k not in idx]
@@ -264,8 +265,7 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     a0 = tensor_to_faces(editor.render(geo_photo, codes))
     a1 = tensor_to_faces(editor.render(geo_photo, swap_codes))
     photo_lm = landmarks * scale
-    masks = [inner_face_mask(landmarks[i], r, feather=settings.feather) for i in range(n)]
-    swaps = {"compose": np.stack([compose(photos[i], t_photo, appearance=(a0[i], a1[i]), inner_mask=masks[i],
+    swaps = {"compose": np.stack([compose(photos[i], t_photo, appearance=(a0[i], a1[i]), inner_mask=inner[i],
                                           colour_shift=photo_colour_shift(faces[i], {"bg": faces[other[i]]}, editor.boxes)[0],
                                           settings=settings) for i in range(n)]),
              "full": np.stack([full(i, a1[i], own=False) for i in range(n)])}
@@ -291,7 +291,8 @@ def edit_figures(editor, faces: np.ndarray, landmarks: np.ndarray, identities: l
     drawings = np.stack([unseen_style_drawing(drawn_lm[i], r, rng) for i in range(n)])
     r1 = renders(drawings, np.arange(n))
     outs = {"compose": np.stack([compose(photos[i], t_photo, geometry=(base[i], r1[i]),
-                                         sketches=(own_sketch[i], drawings[i]), within=regions[i], settings=settings)
+                                         sketches=(own_sketch[i], drawings[i]), within=regions[i],
+                                         residual_within=inner[i], settings=settings)
                                  for i in range(n)]),
             "full": np.stack([full(i, r1[i]) for i in range(n)])}
     metrics["drawing"] = {"nulls": {"drawn_to_own": float(np.nanmean(M.landmark_nme(drawn_lm, landmarks))),

@@ -138,6 +138,9 @@ def test_run_dfi_fast_and_classic_absent(models, data_dir, tmp_path, monkeypatch
     assert vec.classic is None and vec.classic_status.startswith("absent") and vec.made_by == "dfi stage"
     assert 48 not in vec.shape_points and len(vec.shape_points) == 48
     assert metrics["classic"].startswith("absent: VGG-19 ImageNet weights not found")
+    # no data/aligned/transforms.npy here: nothing is measured at the photo's size, and it says why
+    assert metrics["photo_size"].startswith("absent: none of the 2 photos") and "transforms.npy" in metrics["photo_size"]
+    assert metrics["alpha"]["measured_at"] == "128 px aligned faces"
     fast = metrics["fast"]
     assert fast["seconds_per_image"] > 0
     for key in ("recon", "alpha_0", "alpha_1"):

@@ -101,25 +101,21 @@ def fast_edits(editor, face: np.ndarray, uses: Sequence[VectorUse], rows: Sequen
     return tensor_to_faces(editor.render(zb, cb)), zb
 
 
-def landmark_motions(landmarks: np.ndarray | None, req: AttributeRequest, rows: Sequence[Sequence[float]]
-                     ) -> list[np.ndarray] | None:
+def landmark_motions(landmarks: np.ndarray | None, req: AttributeRequest, rows: Sequence[Sequence[float]],
+                     resolution: int) -> list[np.ndarray] | None:
     """Per row of per-vector alphas, the aligned backward motion (R,R,2) of the vectors'
-    landmark shifts (sum of alpha_i x shift_i) from the face's own landmarks; None when the
-    request asks for render motion, the face has no landmarks (an aligned crop) or a vector
-    has no examples to take the shift from."""
+    landmark shifts (sum of alpha_i x shift_i) from the face's own landmarks (aligned px at
+    `resolution`); None when the request asks for render motion, the face has no landmarks (an
+    aligned crop) or a vector has no examples to take the shift from."""
     from pipeline.editing.compose import ComposeSettings, landmark_motion
 
     shifts = [u.vector.landmark_shift for u in req.uses]
     if req.motion != "landmarks" or landmarks is None or any(s is None for s in shifts):
         return None
     settings = req.compose or ComposeSettings()
-    r = req.uses[0].vector.resolution or 0
     points = np.asarray(landmarks, np.float32)
-    out = []
-    for alphas in rows:
-        shift = sum(float(a) * s for a, s in zip(alphas, shifts))
-        out.append(landmark_motion(points, shift, r, settings.landmark_sigma))
-    return out
+    return [landmark_motion(points, sum(float(a) * s for a, s in zip(alphas, shifts)), resolution, settings.landmark_sigma)
+            for alphas in rows]
 
 
 def classic_directions(vgg, landmarks: np.ndarray, uses: Sequence[VectorUse], k: int) -> list[torch.Tensor]:
@@ -277,8 +273,8 @@ def run_attribute(req: AttributeRequest, editor, detector, vgg=None) -> Attribut
     t2 = time.perf_counter()
 
     if req.blend == "change":
-        motions = landmark_motions(target.landmarks, req, rows) if req.method == "fast" else None
-        shown = [paste_change(target, e, reference, req.feather, req.compose, None if motions is None else m)
+        motions = landmark_motions(target.landmarks, req, rows, r) if req.method == "fast" else None
+        shown = [paste_change(target, e, reference, req.feather, req.compose, m)
                  for e, m in zip(edits, motions or [None] * len(edits))]
     elif target.landmarks is None:
         shown = list(edits)

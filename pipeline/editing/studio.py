@@ -187,8 +187,8 @@ class Composition:
         appearance = None if self.a1 is None else (self.g1, self.a1)
         # where a geometry edit may move the photo: attributes the inner face, strokes the whole face
         within = None if geometry is None else (self.inner if self.sketches is None else self.region)
-        return compose(photo, transform, geometry=geometry, sketches=self.sketches, motion=self.motion, appearance=appearance,
-                       inner_mask=self.mask, colour_shift=self.colour_shift, within=within,
+        return compose(photo, transform, geometry=geometry, sketches=self.sketches, motion=self.motion,
+                       appearance=appearance, inner_mask=self.mask, colour_shift=self.colour_shift, within=within,
                        residual_within=self.inner, settings=self.settings)
 
 

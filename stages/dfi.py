@@ -2,7 +2,7 @@
 
 Options default to None and fall back to params.yaml: top-level `profile` and the `dfi:`
 section (pipeline.dfi.dfi.DFIConfig fields). Writes reports/dfi.json,
-reports/dfi/{fast,classic}.png and outputs/dfi/.
+reports/dfi/{fast,photo_size,classic}.png and outputs/dfi/.
 """
 
 from __future__ import annotations

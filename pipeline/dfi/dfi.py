@@ -20,8 +20,12 @@ pairs). For each method and alpha: mouth landmark NME of the edit (dlib on the 1
 against the real smiling photo's aligned landmarks, and dlib identity distance / cosine
 similarity to the unedited photo. 'Before' baselines: the neutral photo itself (stored and
 dlib-at-output-size landmarks) and the real smiling photo's identity figures. Fast DFI is
-scored twice: `fast`, the model's edited face itself, and `fast_change`, the photo plus what
-the edit changed (`change_blend`, how `dfe attribute` puts an edit back by default).
+scored at 128 px twice: `fast`, the model's edited face itself, and `fast_change`, the photo
+plus what the edit changed (`change_blend`, how `dfe attribute` puts an edit back by default).
+And as the user gets it (`photo_size`, where alpha is chosen): each edit composed into the
+person's photo cut out at `measure_size` px, its motion the attribute's landmark shift
+(`dfi.motion`), beside the unedited photo, the whole render pasted, the renders' own motion
+and the ceiling of moving dlib's points themselves; `metrics.DFI_GATES` judge it.
 """
 
 from __future__ import annotations
@@ -682,7 +686,7 @@ def run_dfi(
 ) -> dict[str, Any]:
     """Fast (+ classic when VGG-19 weights exist) DFI on the test split; returns the metrics.
 
-    Writes reports_dir/dfi.json (metrics), reports_dir/dfi/{fast,classic}.png (grids) and
+    Writes reports_dir/dfi.json (metrics), reports_dir/dfi/{fast,photo_size,classic}.png (grids) and
     out_dir/{test.csv, recon.npy, fast_edits.npy (N,A,R,R,3), fast_sketches.npy (N,A,R,R),
     vectors.safetensors (pipeline.dfi.vectors), val.json (the val figures alpha was chosen
     on)[, classic_edits.npy (M,A,R,R,3)]}.

@@ -238,3 +238,31 @@ def test_run_dfi_measures_the_smile_at_the_photos_size(models, data_dir, tmp_pat
 
     sheet, _ = load_image(tmp_path / "reports" / "dfi" / "photo_size.png")
     assert sheet.shape[1] >= (5 * 256 if chosen is not None else 200)
+
+    # What the stage measures is what `dfe attribute` gives: its vector on the same photo, cut out
+    # the same way, matches the stage's own composition of that edit (resampled in another order).
+    import cv2
+
+    from pipeline.dfi.attribute import AttributeRequest, VectorUse, run_attribute
+    from pipeline.dfi.dfi import DFIConfig, change_blend, load_dfi_data, photo_crops
+    from pipeline.dfi.vectors import load_vector
+    from pipeline.editing.edit import FaceDetector
+    from pipeline.models.editor import load_editor
+    from pipeline.core.profiles import get_profile
+
+    data = load_dfi_data(root, DFIConfig(), 128)
+    row = data.test[0]
+    vector = load_vector(tmp_path / "out" / "vectors.safetensors")
+    editor = load_editor(models, get_profile(PROFILE), torch.device("cpu"))
+    res = run_attribute(AttributeRequest(photo=man.at[row, "path"], uses=[VectorUse(vector)], alpha=1.0),
+                        editor, FaceDetector(upsample=0, detect_side=512))
+    user = cv2.warpAffine(res.image, data.transforms[row] * 2, (256, 256), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REFLECT)
+    crop, _, _ = photo_crops(data, data.test[:1], 256, 128)
+    recon = np.load(tmp_path / "out" / "recon.npy")[:1]
+    edits = np.load(tmp_path / "out" / "fast_edits.npy")[:1, 1:2]  # alpha 1 (params alphas 0, 1)
+    stage = change_blend(crop, recon, edits, data.landmarks[data.test[:1]], shift=data.landmark_shift, alphas=(1.0,))[0, 0]
+    moved = np.abs(stage.astype(int) - crop[0]).max(axis=2) > 8
+    assert moved.any()  # the edit changed the face ...
+    diff = np.abs(user.astype(float) - stage)[moved].mean()
+    assert diff < 0.25 * np.abs(stage.astype(float) - crop[0])[moved].mean()  # ... and both paths changed it alike

@@ -22,13 +22,11 @@ from .common import comma_floats, comma_names, config_from, fail
 
 
 def _editor(cfg: dict, dtype_name: Optional[str] = None):
-    from pipeline.core.config import resolve_device, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_device
     from pipeline.editing.colour_norm import load_photo_editor
 
     dev = resolve_device(cfg["device"])
-    name = dtype_name or cfg["dtype"]
-    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(name, dev),
-                             resolve_fusion_dtype(name, dev)), dev
+    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, dtype_name or cfg["dtype"]), dev
 
 
 def attribute_vector_cmd(

@@ -104,7 +104,7 @@ def edit_cmd(
 ) -> None:
     """Edit a face: geometry from a photo or sketch, appearance per part from other photos."""
     from pipeline.editing.edit import EditInputError, EditRequest, FaceDetector, run_edit
-    from pipeline.core.config import resolve_device, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_device
     from pipeline.core.io import save_png
 
     cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype,
@@ -115,8 +115,7 @@ def edit_cmd(
         dev = resolve_device(cfg["device"])
         from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = load_photo_editor(cfg["models_dir"], cfg["profile"], dev, resolve_dtype(cfg["dtype"], dev),
-                                   resolve_fusion_dtype(cfg["dtype"], dev))
+        editor = load_photo_editor(cfg["models_dir"], cfg["profile"], dev, cfg["dtype"])
         own_sketch = None
         if geometry_sketch is not None and how == "compose":
             # The photo's own sketch, drawn as the edited one was: the record `dfe sketch` left in it.
@@ -153,7 +152,7 @@ def sketch_cmd(
 ) -> None:
     """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
     from pipeline.editing.edit import EditInputError, FaceDetector, photo_sketch
-    from pipeline.core.config import resolve_device, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_device, resolve_dtype
     from pipeline.core.io import save_png
     from pipeline.core.profiles import get_profile
     from pipeline.data.sketches import SketchesConfig

@@ -53,7 +53,7 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     """The Studio of these settings; a problem loading the models becomes its page message."""
     import torch
 
-    from pipeline.core.config import resolve_device, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_device, resolve_dtype
     from pipeline.data.sketches import SketchesConfig
     from pipeline.editing.edit import FaceDetector
     from pipeline.editing.studio import Studio, find_attribute_vectors, list_faces
@@ -68,7 +68,7 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
         torch_dtype = resolve_dtype(dtype, dev)
         from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = load_photo_editor(models_dir, profile, dev, torch_dtype, resolve_fusion_dtype(dtype, dev))
+        editor = load_photo_editor(models_dir, profile, dev, dtype)
         p2s = None
         if sketcher == "official" or (sketcher == "auto" and photo_to_sketch_path(models_dir).exists()):
             p2s = load_photo_to_sketch(models_dir, profile, dev, torch_dtype)

@@ -53,7 +53,7 @@ def data_dir(tmp_path_factory, london):
 def _params(**kw):
     base = dict(profile=PROFILE, alphas=[0.0, 1.0], parts=["mouth", "bg"], spaces=["geometry", "appearance"],
                 grid_faces=2, batch_size=4, classic_faces=1, classic_k=1, classic_alphas=[0.0, 0.4],
-                classic_iters=2)
+                classic_iters=2, shifts=["warm", "framing"])
     return {**base, **kw}
 
 
@@ -198,21 +198,13 @@ def test_run_dfi_classic_with_vgg_weights(models, data_dir, tmp_path, monkeypatc
 def test_run_dfi_measures_the_smile_at_the_photos_size(models, data_dir, tmp_path, monkeypatch):
     """With the photos and their alignment, the test edits are composed into each photo cut out at
     dfi.measure_size and measured there beside their nulls; an unreadable photo is listed, not fatal."""
-    import shutil
-
     from pipeline.evaluation.metrics import DFI_GATES
 
     src, _ = data_dir
-    root = tmp_path / "data"
-    shutil.copytree(src / "aligned", root / "aligned")
-    shutil.copytree(src / "split", root / "split")
-    save_npy(root / "aligned" / "transforms.npy", np.load(src / "photo_transforms.npy"))
-    man = pd.read_csv(root / "aligned" / "manifest.csv", dtype={"identity": str, "id": str})
-    man["path"] = (src / "photo_paths.txt").read_text().splitlines()
     junk = tmp_path / "003_03.jpg"
     junk.write_bytes(b"not a photo\n" * 20)
-    man.loc[man["identity"] == "003", "path"] = str(junk)  # the unpaired test face: unreadable
-    save_csv(root / "aligned" / "manifest.csv", man)
+    root = _with_photos(src, tmp_path / "data", junk)
+    man = pd.read_csv(root / "aligned" / "manifest.csv", dtype={"identity": str, "id": str})
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
     torch.manual_seed(0)
     metrics = run_dfi(_params(measure_size=256, classic_faces=0), root, models, tmp_path / "out", tmp_path / "reports", "cpu")
@@ -238,6 +230,13 @@ def test_run_dfi_measures_the_smile_at_the_photos_size(models, data_dir, tmp_pat
 
     sheet, _ = load_image(tmp_path / "reports" / "dfi" / "photo_size.png")
     assert sheet.shape[1] >= (5 * 256 if chosen is not None else 200)
+    # ... and again on the test photos under dfi.shifts (the readable, paired one under each)
+    shifted = metrics["photo_size_shifted"]
+    if chosen is not None:
+        assert shifted["shifts"] == ["warm", "framing"] and shifted["pooled"]["n_faces"] == 2
+    else:
+        assert shifted.startswith("absent")
+    assert (tmp_path / "reports" / "dfi" / "photo_size_shifted.png").exists()
 
     # What the stage measures is what `dfe attribute` gives: its vector on the same photo, cut out
     # the same way, matches the stage's own composition of that edit (resampled in another order).
@@ -266,3 +265,98 @@ def test_run_dfi_measures_the_smile_at_the_photos_size(models, data_dir, tmp_pat
     assert moved.any()  # the edit changed the face ...
     diff = np.abs(user.astype(float) - stage)[moved].mean()
     assert diff < 0.25 * np.abs(stage.astype(float) - crop[0])[moved].mean()  # ... and both paths changed it alike
+
+
+def _with_photos(src, root, junk=None):
+    """data_dir's arrays plus the photos' alignment and paths (what photo-size measurement reads);
+    with `junk`, the unpaired test person's photo is that unreadable file."""
+    import shutil
+
+    shutil.copytree(src / "aligned", root / "aligned")
+    shutil.copytree(src / "split", root / "split")
+    save_npy(root / "aligned" / "transforms.npy", np.load(src / "photo_transforms.npy"))
+    man = pd.read_csv(root / "aligned" / "manifest.csv", dtype={"identity": str, "id": str})
+    man["path"] = (src / "photo_paths.txt").read_text().splitlines()
+    if junk is not None:
+        man.loc[man["identity"] == "003", "path"] = str(junk)
+    save_csv(root / "aligned" / "manifest.csv", man)
+    return root
+
+
+def test_ratio_interval_draws_people_not_shifted_copies():
+    from pipeline.dfi.dfi import ratio_interval
+
+    rng = np.random.default_rng(1)
+    err, base = rng.uniform(0.03, 0.06, 8), rng.uniform(0.04, 0.06, 8)
+    # each person seen under 5 shifts, nearly alike: drawn as items the interval would shrink
+    faces = np.repeat(np.arange(8), 5)
+    e5, b5 = np.repeat(err, 5) * rng.uniform(0.99, 1.01, 40), np.repeat(base, 5)
+    by_person, by_item = ratio_interval(e5, b5, groups=faces), ratio_interval(e5, b5)
+    alone = ratio_interval(err, base)
+    assert by_person[1] - by_person[0] == pytest.approx(alone[1] - alone[0], rel=0.1)
+    assert by_item[1] - by_item[0] < 0.6 * (alone[1] - alone[0])
+    assert ratio_interval(e5[:5], b5[:5], groups=faces[:5]) is None  # one person: no interval
+
+
+def test_shift_photos_finds_each_face_again_under_every_shift(data_dir, tmp_path):
+    """Each test photo re-created under a shift is found and aligned anew by dlib, as a user's
+    photo is; an unreadable photo is listed with its reason for every shift."""
+    from pipeline.dfi.shifted import shift_photos
+
+    src, _ = data_dir
+    junk = tmp_path / "003_03.jpg"
+    junk.write_bytes(b"not a photo\n" * 20)
+    root = _with_photos(src, tmp_path / "data", junk)
+    data = load_dfi_data(root, DFIConfig(), 128)
+    shifts = ("warm", "framing", "blur_jpeg")
+    got = shift_photos(data, data.test, shifts, 256)
+    assert got.shift == list(shifts) and got.face.tolist() == [0, 0, 0]  # 007 under each; 003 unreadable
+    assert [(r["id"], r["shift"]) for r in got.rejected] == [("neutral__003_03", s) for s in shifts]
+    assert all(r["reason"].startswith("unreadable") for r in got.rejected)
+    assert got.crops.shape == (3, 256, 256, 3) and got.faces.shape == (3, 128, 128, 3)
+    # re-aligned: the shifted faces' landmarks sit where the clean photo's aligned ones do
+    own = data.landmarks[data.test[0]]
+    assert np.abs(got.landmarks - own[None]).mean() < 2.0
+    clean = data.images[data.test[0]].astype(float)
+    warm = got.faces[0].astype(float)
+    assert warm[..., 0].mean() - warm[..., 2].mean() > clean[..., 0].mean() - clean[..., 2].mean() + 10  # redder light
+    assert np.abs(got.faces[2].astype(float) - np.roll(got.faces[2], 1, axis=1)).mean() < \
+        np.abs(got.faces[0].astype(float) - np.roll(got.faces[0], 1, axis=1)).mean()  # blurred
+    again = shift_photos(data, data.test, shifts, 256)
+    assert np.array_equal(again.crops, got.crops)  # seeded: the same shifts every run
+
+
+def test_measure_shifted_composes_the_smile_into_the_shifted_photo(models, data_dir, tmp_path):
+    """The smile on a shifted photo: the composed edit changes only the inner face and keeps the
+    person nearer than the whole render does; figures pooled and per shift, with the shifted
+    photo itself as the null."""
+    from pipeline.core.profiles import get_profile
+    from pipeline.dfi.dfi import Evaluator, fast_vectors
+    from pipeline.dfi.shifted import measure_shifted, shifted_sheet
+    from pipeline.models.editor import load_editor
+
+    src, _ = data_dir
+    root = _with_photos(src, tmp_path / "data")
+    cfg = DFIConfig.from_params(_params(measure_size=256, shifts=["cool", "noise"]))
+    data = load_dfi_data(root, cfg, 128)
+    editor = load_editor(models, get_profile(PROFILE), torch.device("cpu"))
+    torch.manual_seed(0)
+    vectors = fast_vectors(editor, data, cfg, torch.device("cpu"))
+    rows = data.test[:1]  # the paired test person
+    ev, keep, _, _ = Evaluator.at_photo_size(data, rows, data.pair[:1], 256)
+    block, faces, sets = measure_shifted(editor, data, cfg, vectors, torch.device("cpu"), rows[keep], ev, 1.0)
+
+    assert block["alpha"] == 1.0 and block["rejected"] == [] and faces.shift == ["cool", "noise"]
+    pooled = block["pooled"]
+    assert (pooled["n_faces"], set(block["per_shift"])) == (2, {"cool", "noise"})
+    assert pooled["photo"]["same_person"] == 1.0
+    assert pooled["n_common"] == 0 or pooled["photo"]["mouth_over_photo"] == pytest.approx(1.0)
+    assert pooled["composed"]["mouth_over_photo_ci90"] is None  # one person, however many shifts
+    for k in range(2):
+        changed = np.abs(sets["composed"][k].astype(int) - sets["photo"][k]).max(axis=2) > 0
+        assert changed.any() and not changed[:40].any() and not changed[:, :40].any()  # the face only
+    d_comp = ev.embedder.embed(sets["composed"], boxes="aligned") - ev.embedder.embed(sets["photo"], boxes="aligned")
+    d_full = ev.embedder.embed(sets["full"], boxes="aligned") - ev.embedder.embed(sets["photo"], boxes="aligned")
+    assert np.nanmean(np.linalg.norm(d_comp, axis=1)) < np.nanmean(np.linalg.norm(d_full, axis=1))
+    sheet = shifted_sheet(faces, sets)
+    assert sheet is not None and sheet.shape[1] > 4 * 160

@@ -51,7 +51,7 @@ from pipeline.core.tensors import faces_to_tensor, tensor_to_faces
 from pipeline.core.io import load_npy, save_csv, save_json, save_npy, save_png
 from pipeline.core.progress import track
 
-PLOT_FILES = ("fast.png", "photo_size.png", "classic.png")
+PLOT_FILES = ("fast.png", "photo_size.png", "photo_size_shifted.png", "classic.png")
 MOUTH = "mouth"
 # Landmarks that smiling leaves (nearly) in place: everything but the mouth, for neighbour
 # selection by face shape (the mouth would match smiles with smiles).
@@ -87,6 +87,11 @@ class DFIConfig:
     # 128 px smile's 1.5 px mouth move barely above its own jitter); alpha is chosen at this
     # size. 0: only at the aligned size.
     measure_size: int = 512
+    # ... and the test smile again on each test photo under these shifts of ordinary photos
+    # (pipeline.data.shifts; found and aligned anew by dlib, as a user's photo is): `photo_size_shifted`.
+    shifts: tuple[str, ...] = ("warm", "cool", "green", "magenta", "dark", "bright", "side_light", "background",
+                               "blur_jpeg", "noise", "framing", "mixed")
+    shift_seed: int = 0  # face k under shift s draws its strengths from (shift_seed, s, k)
     grid_faces: int = 6  # rows of the PNG grids
     batch_size: int = 16
     landmark_upsample: int = 1  # dlib detector upsampling on 128 px outputs
@@ -132,6 +137,10 @@ class DFIConfig:
             raise ValueError(f"dfi.blend {self.blend!r}: choose {' or '.join(BLENDS)}")
         if self.motion not in MOTIONS:
             raise ValueError(f"dfi.motion {self.motion!r}: choose {' or '.join(MOTIONS)}")
+        from pipeline.data.shifts import SHIFTS
+
+        if set(self.shifts) - set(SHIFTS):
+            raise ValueError(f"dfi.shifts: unknown {sorted(set(self.shifts) - set(SHIFTS))}; choose from {', '.join(SHIFTS)}")
         if self.measure_size < 0:
             raise ValueError(f"dfi.measure_size {self.measure_size}: want a size in px, or 0 for the aligned size only")
 
@@ -386,13 +395,19 @@ def _motion(data: DFIData, cfg: DFIConfig) -> dict[str, Any]:
     return {"shift": data.landmark_shift, "alphas": cfg.alphas} if cfg.motion == "landmarks" else {}
 
 
-def ratio_interval(errors: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0) -> list[float] | None:
+def ratio_interval(errors: np.ndarray, base: np.ndarray, draws: int = 2000, seed: int = 0,
+                   groups: np.ndarray | None = None) -> list[float] | None:
     """90 % bootstrap interval (over faces) of mean(errors) / mean(base), paired per face: how
-    far a ratio from ~20 test people can be trusted against a bar."""
+    far a ratio from ~20 test people can be trusted against a bar. With `groups` (one label per
+    item: the same face under several shifts) whole groups are drawn, so that one face seen 12
+    times does not pass for 12 people."""
+    if groups is not None:
+        labels, inverse = np.unique(groups, return_inverse=True)
+        errors, base = np.bincount(inverse, errors, len(labels)), np.bincount(inverse, base, len(labels))
     if len(errors) < 2:
         return None
     idx = np.random.default_rng(seed).integers(0, len(errors), (draws, len(errors)))
-    ratios = errors[idx].mean(1) / np.maximum(base[idx].mean(1), 1e-12)
+    ratios = errors[idx].sum(1) / np.maximum(base[idx].sum(1), 1e-12)
     return [float(np.quantile(ratios, 0.05)), float(np.quantile(ratios, 0.95))]
 
 
@@ -401,6 +416,7 @@ class PhotoSizeEdits:
     crops: np.ndarray  # (M,S,S,3) the unedited photos, cut out at S px in their alignment
     composed: np.ndarray  # (M,A,S,S,3) every alpha's edit composed into them
     keep: np.ndarray  # (M,) indices into the measured rows (faces whose photos were read)
+    evaluator: Evaluator  # over those faces: their target photos' landmarks, dlib and the embedder
 
 
 def measure_at_photo_size(data: DFIData, rows: np.ndarray, pair: np.ndarray, recon: np.ndarray, edits: np.ndarray,
@@ -442,7 +458,7 @@ def measure_at_photo_size(data: DFIData, rows: np.ndarray, pair: np.ndarray, rec
         ceiling[_alpha_key(a)] = float(moved[ok].mean() / found[ok].mean()) if ok.any() else None
     block = {"side": cfg.measure_size, "motion": cfg.motion, "n_faces": len(keep), "n_pairs": int(ev.has_pair.sum()),
              "n_common": n_common, "skipped": skipped, "points_moved_over_photo": ceiling, **figures}
-    return block, PhotoSizeEdits(crops, composed, keep)
+    return block, PhotoSizeEdits(crops, composed, keep, ev)
 
 
 def _against_photo(ev: Evaluator, sets: Mapping[str, np.ndarray], what: str) -> tuple[dict[str, dict[str, Any]], int]:
@@ -751,6 +767,15 @@ def run_dfi(
                                                     "evaluate fast DFI (photo size)", choice["chosen"])
         if isinstance(photo_size, dict) and choice["chosen"] is not None:
             photo_size["chosen"] = {"alpha": choice["chosen"], **photo_size[_alpha_key(choice["chosen"])]}
+    # The same smile on the test photos under other lights and cameras (a user's photo never is London's).
+    shifted: dict[str, Any] | str = "absent: dfi.shifts is empty" if not cfg.shifts else "absent: no photo-size edits"
+    shifted_grid = None
+    if cfg.shifts and at_size is not None and choice["chosen"] is not None:
+        from pipeline.dfi.shifted import measure_shifted, shifted_sheet
+
+        shifted, faces, shifted_sets = measure_shifted(editor, data, cfg, fast.vectors, dev, data.test[at_size.keep],
+                                                       at_size.evaluator, choice["chosen"])
+        shifted_grid = shifted_sheet(faces, shifted_sets)
 
     vgg = load_vgg19(dev, required=False)
     classic_metrics: dict[str, Any] | str
@@ -779,6 +804,7 @@ def run_dfi(
         "fast": fast_metrics,
         "fast_change": change_metrics,
         "photo_size": photo_size,
+        "photo_size_shifted": shifted,
         "classic": classic_metrics,
     }
     from pipeline.evaluation.metrics import DFI_GATES, gates
@@ -808,6 +834,8 @@ def run_dfi(
     cols = ["photo", "recon", *[f"a={a:g}" for a in cfg.alphas], f"sketch a={cfg.alphas[a_max]:g}", "real"]
     save_png(reports_dir / "dfi" / "fast.png", make_grid(cells, nrow=len(cols), col_labels=cols))
     save_png(reports_dir / "dfi" / "photo_size.png", photo_size_sheet(data, cfg, fast, at_size, choice["chosen"], photo_size))
+    save_png(reports_dir / "dfi" / "photo_size_shifted.png", shifted_grid if shifted_grid is not None else
+             text_image(["no shifted-photo sheet:", *_wrap(str(shifted))]))
     if classic is not None:
         cells = []
         for i in range(min(g, len(classic.rows))):

@@ -422,6 +422,9 @@ DFI_GATES: dict[str, tuple[str, str, float]] = {
     "smile_follows": ("photo_size.chosen.mouth_over_photo", "<=", 0.85),
     # ... and every face stays the same person for dlib.
     "smile_keeps_person": ("photo_size.chosen.same_person", ">=", 1.0),
+    # The same two bars on the test photos under the shifts of ordinary photos, pooled.
+    "shifted_smile_follows": ("photo_size_shifted.pooled.composed.mouth_over_photo", "<=", 0.85),
+    "shifted_smile_keeps_person": ("photo_size_shifted.pooled.composed.same_person", ">=", 1.0),
 }
 
 

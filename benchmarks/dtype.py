@@ -10,7 +10,8 @@ editor in fp32 eager, in fp32 with channels_last weights, in fp32 with oneDNN's 
 convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 only), and
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
 so that a change in the machine's load hits all alike; and with only the fusion net in bf16
-(`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32). (torch.compile was tried
+(`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32); and
+in fp32 through ONNX Runtime (`--runtime onnx`, models.runtime). (torch.compile was tried
 too: at the small profile it compiled for 79 s and then ran no faster than eager.) The paper
 editor has random weights with one image encoder and one generator shared by the five parts
 (benchmarks.edit.random_editor: the same FLOPs at a fifth of the memory).
@@ -25,8 +26,9 @@ reconstruction beside the edit. Each render alone (as before `editing.renders.Ed
 against one EditRenders per command (what `dfe edit` runs: shared codes and geometry, part
 features of the parts the stroke left alone, R1 and the edit one render when the colours are the
 photo's own). The stroke crosses the mouth's box (and bg's, the whole face); outputs must match
-bit for bit. On CPUs with native bf16 also the shared renders with the fusion net in bf16
-(`--dtype bf16-fusion`), with the lowest PSNR of its renders against fp32's.
+bit for bit. Also the shared renders with the fusion net in bf16 (`--dtype bf16-fusion`, on
+CPUs with native bf16) and through ONNX Runtime, with the lowest PSNR of their renders against
+fp32's.
 """
 
 from __future__ import annotations
@@ -116,18 +118,20 @@ def command_renders(editor, photo: np.ndarray, other: np.ndarray, s0: np.ndarray
     }
 
 
-def time_commands(editor, faces, iters: int, fusion_bf16=None) -> None:
+def time_commands(editor, faces, iters: int, others: dict | None = None) -> None:
     """Each command's renders one by one against one EditRenders; prints the table. With
-    `fusion_bf16` (a copy of `editor` with `cast_fusion(bf16)`) also the shared renders of that
-    editor, and their lowest PSNR against fp32's renders alone."""
+    `others` ({name: editor}: a copy with `cast_fusion(bf16)`, one run by ONNX Runtime) also the
+    shared renders of each, and their lowest PSNR against fp32's renders alone."""
+    others = others or {}
     rng = np.random.default_rng(1)
     r = editor.profile.resolution
     s0 = np.where(rng.random((r, r)) < 0.03, 0, 255).astype(np.uint8)  # sparse dark strokes on white
     s1 = mouth_stroke(s0, editor.boxes)
-    extra = f" {'bf16-fusion s':>14} {'x alone':>8} {'PSNR':>8}" if fusion_bf16 is not None else ""
+    extra = "".join(f" {name + ' s':>14} {'x alone':>8} {'PSNR':>8}" for name in others)
     print(f"{'command (fp32)':28} {'alone s':>8} {'shared s':>9} {'x alone':>8} {'renders':>8}  {'outputs':9}{extra}")
     for name, calls in command_renders(editor, faces[0], faces[1], s0, s1).items():
-        alone, shared, mixed = [], [], []
+        alone, shared = [], []
+        faster: dict[str, tuple[list[float], list]] = {k: ([], []) for k in others}
         for _ in range(iters):
             t = time.process_time()
             ref = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=sk) for a, g, sk in calls]
@@ -135,19 +139,18 @@ def time_commands(editor, faces, iters: int, fusion_bf16=None) -> None:
             t, renders = time.process_time(), EditRenders(editor)
             out = [edit_aligned(editor, a, geometry_photo=g, geometry_sketch=sk, renders=renders) for a, g, sk in calls]
             shared.append(time.process_time() - t)
-            if fusion_bf16 is not None:
-                t, quick = time.process_time(), EditRenders(fusion_bf16)
-                low = [edit_aligned(fusion_bf16, a, geometry_photo=g, geometry_sketch=sk, renders=quick)
-                       for a, g, sk in calls]
-                mixed.append(time.process_time() - t)
+            for k, ed in others.items():
+                t, quick = time.process_time(), EditRenders(ed)
+                low = [edit_aligned(ed, a, geometry_photo=g, geometry_sketch=sk, renders=quick) for a, g, sk in calls]
+                faster[k] = (faster[k][0] + [time.process_time() - t], low)
         same = all(np.array_equal(a, b) for a, b in zip(ref, out))
         line = (f"{name:28} {min(alone):8.2f} {min(shared):9.2f} {min(shared) / min(alone):8.2f} "
                 f"{renders.forward_passes:>4} of {len(calls)}  {'identical' if same else 'DIFFER':9}")
-        if mixed:
+        for times, low in faster.values():
             psnr = min(psnr_uint8(a, b) for a, b in zip(low, ref))
-            line += f" {min(mixed):14.2f} {min(mixed) / min(alone):8.2f} {psnr:5.1f} dB"
+            line += f" {min(times):14.2f} {min(times) / min(alone):8.2f} {psnr:5.1f} dB"
         print(line)
-    print("(CPU seconds of this process, the fastest of each)")
+    print("(CPU seconds of this process, ONNX Runtime's threads included; the fastest of each)")
 
 
 def main() -> None:
@@ -155,6 +158,9 @@ def main() -> None:
     ap.add_argument("--profile", default="paper")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--iters", type=int, default=2, help="edits per dtype; the fastest counts")
+    ap.add_argument("--warmup", type=int, default=1, help="edits per path before the timed ones")
+    ap.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                    help="also fp32 through ONNX Runtime (--runtime onnx; needs onnx and onnxruntime)")
     ap.add_argument("--commands", action=argparse.BooleanOptionalAction, default=True,
                     help="also time whole `dfe edit` commands: each render alone against shared work")
     args = ap.parse_args()
@@ -181,16 +187,25 @@ def main() -> None:
     paths["bf16 fusion net only"] = (copy.deepcopy(editor).cast_fusion(torch.bfloat16), "none")  # --dtype bf16-fusion
     paths["bf16 part generators only"] = (generators_in_bf16(editor), "none")
     paths["bf16"] = (copy.deepcopy(editor).cast(torch.bfloat16), "none")
+    if device.type == "cpu" and args.onnx:  # --runtime onnx
+        from pipeline.models.runtime import onnx_editor
+
+        t0 = time.perf_counter()
+        run_by_onnx = copy.copy(editor)
+        run_by_onnx.parts = dict(editor.parts)  # onnx_editor replaces each part's modules in this dict
+        paths["fp32, ONNX Runtime"] = (onnx_editor(run_by_onnx, cache=False), "none")
+        print(f"ONNX Runtime sessions exported and built in {time.perf_counter() - t0:.0f} s")
     rows: dict[str, tuple[list[float], list[float], np.ndarray]] = {k: ([], [], None) for k in paths}
     mkldnn = torch.backends.mkldnn
-    for _ in range(args.iters):  # the paths take turns, so a change in the machine's load hits all alike
+    for k in range(args.warmup + args.iters):  # the paths take turns, so a change in the machine's load hits all alike
         for name, (ed, math) in paths.items():
             mkldnn.conv.fp32_precision = mkldnn.matmul.fp32_precision = math
             try:
                 wall, cpu, out = timed_edit(ed, faces)
             finally:
                 mkldnn.conv.fp32_precision = mkldnn.matmul.fp32_precision = "none"
-            rows[name] = (rows[name][0] + [wall], rows[name][1] + [cpu], out)
+            if k >= args.warmup:  # first edits allocate (ONNX Runtime's arenas most of all)
+                rows[name] = (rows[name][0] + [wall], rows[name][1] + [cpu], out)
     wall0, cpu0, ref = min(rows["fp32"][0]), min(rows["fp32"][1]), rows["fp32"][2]
     print(f"{'path':27} {'wall s':>8} {'x fp32':>7} {'CPU s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
     for name, (wall, cpu, out) in rows.items():
@@ -202,7 +217,9 @@ def main() -> None:
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32's time at >= 40 dB")
     if args.commands:
         print()
-        time_commands(editor, faces, args.iters, paths.get("bf16 fusion net only", (None,))[0])
+        others = {label: paths[name][0] for name, label in (("bf16 fusion net only", "bf16-fusion"),
+                                                             ("fp32, ONNX Runtime", "onnx")) if name in paths}
+        time_commands(editor, faces, args.iters, others)
 
 
 if __name__ == "__main__":

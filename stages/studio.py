@@ -18,7 +18,7 @@ import typer
 
 from pipeline.core.progress import console
 
-from .common import config_from, fail
+from .common import RUNTIME_HELP, config_from, fail
 
 INSTALL = 'pip install -e ".[studio]"'
 
@@ -49,7 +49,8 @@ def set_threads(threads: int, profile: str) -> int:
 
 
 def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher: str, upsample: int,
-                detect_side: int, feather: float, faces: Optional[str], vectors: Optional[str], compose_settings=None):
+                detect_side: int, feather: float, faces: Optional[str], vectors: Optional[str], compose_settings=None,
+                runtime: str = "torch"):
     """The Studio of these settings; a problem loading the models becomes its page message."""
     import torch
 
@@ -68,11 +69,11 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
         torch_dtype = resolve_dtype(dtype, dev)
         from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = load_photo_editor(models_dir, profile, dev, dtype)
+        editor = load_photo_editor(models_dir, profile, dev, dtype, runtime)
         p2s = None
         if sketcher == "official" or (sketcher == "auto" and photo_to_sketch_path(models_dir).exists()):
             p2s = load_photo_to_sketch(models_dir, profile, dev, torch_dtype)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, ImportError) as e:  # ImportError: --runtime onnx without onnxruntime
         console.print(f"[red]models:[/red] {e}", soft_wrap=True)
         return Studio(problem=f"{e}", faces=face_list)
     studio = Studio(editor, FaceDetector(upsample, detect_side), style, dev, p2s, feather, faces=face_list,
@@ -80,7 +81,7 @@ def make_studio(models_dir: str, profile: str, device: str, dtype: str, sketcher
     studio.vectors, skipped = find_attribute_vectors(vectors, studio.latent_shapes())
     for line in skipped:
         console.print(f"[yellow]skipped[/yellow] {line}", soft_wrap=True)
-    console.print(f"models: {models_dir} ({profile}, {dev}, {torch.get_num_threads()} CPU threads); sketcher: {'official' if p2s is not None else 'synth'}; "
+    console.print(f"models: {models_dir} ({profile}, {dev}, {runtime}, {torch.get_num_threads()} CPU threads); sketcher: {'official' if p2s is not None else 'synth'}; "
                   f"attribute sliders: {', '.join(v.name for v in studio.vectors) or 'none'}"
                   f"{f' (from {vectors})' if vectors else ''}; faces to pick: {len(face_list)}", soft_wrap=True)
     return studio
@@ -97,6 +98,7 @@ def studio_cmd(
                                           help="folder of attribute vectors, .safetensors (default: outputs/dfi)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16, for CPUs with native bf16"),
+    runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
     sketcher: Optional[str] = typer.Option(None, help="official | synth | auto (params.yaml: edit.sketcher)"),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="open the page in a browser"),
     threads: int = typer.Option(0, help="torch CPU threads; 0: one for the 128 px profiles (small, micro), "
@@ -107,12 +109,12 @@ def studio_cmd(
 
     _require_gradio()
     cfg = config_from("edit", EditSettings, profile=profile, models_dir=models_dir, device=device, dtype=dtype,
-                      sketcher=sketcher)
+                      runtime=runtime, sketcher=sketcher)
     set_threads(threads, cfg.profile)
     faces = faces if faces is not None else os.environ.get("DFE_LONDON_DIR")
     vectors = vectors if vectors is not None else ("outputs/dfi" if Path("outputs/dfi").is_dir() else None)
     studio = make_studio(cfg.models_dir, cfg.profile, cfg.device, cfg.dtype, cfg.sketcher, cfg.upsample,
-                         cfg.detect_side, cfg.feather, faces, vectors, cfg.compose)
+                         cfg.detect_side, cfg.feather, faces, vectors, cfg.compose, cfg.runtime)
 
     import gradio as gr
 

@@ -228,11 +228,12 @@ def colour_range(faces: np.ndarray, k: float, k_spread: float | None = None, tri
                      "face region (colour_norm.FACE_REGION, lab_stats)"}
 
 
-def load_photo_editor(models_dir, profile, device="cpu", dtype=None):
+def load_photo_editor(models_dir, profile, device="cpu", dtype=None, runtime="torch"):
     """The editor every command that takes a user's photo uses: the weights under `models_dir`
     (models.editor.load_editor) with the training faces' colour range when the folder has one,
     so a photo in light the networks never saw is moved into their range and back. `dtype`: a
-    torch.dtype, or the params/CLI name (auto | bf16 | bf16-fusion | fp32, core.config), None: fp32."""
+    torch.dtype, or the params/CLI name (auto | bf16 | bf16-fusion | fp32, core.config), None:
+    fp32. `runtime`: torch, or onnx (ONNX Runtime, CPU fp32: models.runtime)."""
     import torch
 
     from pipeline.core.config import resolve_dtype, resolve_fusion_dtype
@@ -241,7 +242,7 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None):
     fusion_dtype = None
     if isinstance(dtype, str):
         dtype, fusion_dtype = resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device)
-    editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype)
+    editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype, runtime=runtime)
     return with_colour_range(editor, models_dir)
 
 

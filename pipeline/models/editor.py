@@ -162,10 +162,11 @@ class Editor:
     models_dir: Path | None = None
     dtype: torch.dtype = torch.float32
     fusion_dtype: torch.dtype | None = None  # the fusion net's, where it differs (cast_fusion)
+    runtime: str = "torch"  # torch | onnx (models.runtime.onnx_editor: the networks are ONNX Runtime sessions, CPU fp32)
 
     @property
     def device(self) -> torch.device:
-        return next(self.fusion.parameters()).device
+        return torch.device("cpu") if self.runtime == "onnx" else next(self.fusion.parameters()).device
 
     def cast(self, dtype: torch.dtype) -> "Editor":
         """Every module (decoders loaded later too) in `dtype`, in place; returns self."""
@@ -259,10 +260,16 @@ class Editor:
 def load_editor(
     models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32, sketch_decoder: bool = False, fusion_dtype: torch.dtype | None = None,
+    runtime: str = "torch",
 ) -> Editor:
     """The editor of the weights under `models_dir`, its modules in `dtype` (the fusion net in
     `fusion_dtype` when given). The sketch decoders load on first use, or now with
-    `sketch_decoder=True` (failing early without them)."""
+    `sketch_decoder=True` (failing early without them). runtime "onnx": the networks run by ONNX
+    Runtime (models.runtime; CPU, fp32)."""
+    from pipeline.models.runtime import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose {' or '.join(RUNTIMES)}")
     from pipeline.models import networks as N
 
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -274,6 +281,10 @@ def load_editor(
                     Path(models_dir)).cast(dtype).cast_fusion(fusion_dtype)
     if sketch_decoder:
         editor.require_sketch_decoder()
+    if runtime == "onnx":
+        from pipeline.models.runtime import onnx_editor
+
+        onnx_editor(editor)
     return editor
 
 

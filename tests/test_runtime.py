@@ -1,0 +1,106 @@
+"""`--runtime onnx`: the editor's networks run by ONNX Runtime give PyTorch eager's faces."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.core.profiles import get_profile
+from pipeline.models import runtime as R
+from tests.helpers_models import aligned_london, models  # noqa: F401  (fixture)
+
+PROFILE = "micro"
+
+
+def _editor():
+    from benchmarks.edit import random_editor
+
+    return random_editor(get_profile(PROFILE), torch.device("cpu"))  # seeded: the same weights each call
+
+
+def _render(editor, face: torch.Tensor, sketch: torch.Tensor) -> np.ndarray:
+    geometry = editor.geometry_from_sketch(sketch)
+    return editor.render(geometry, editor.appearance_codes(face)).numpy()
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    g = torch.Generator().manual_seed(1)
+    r = get_profile(PROFILE).resolution
+    return torch.rand(2, 3, r, r, generator=g) * 2 - 1, torch.rand(2, 3, r, r, generator=g) * 2 - 1
+
+
+def test_onnx_editor_renders_what_eager_renders_and_keeps_its_exports(inputs, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime (the `onnx` extra)")
+    face, sketch = inputs
+    eager = _editor()
+    expected = _render(eager, face, sketch)
+    # random_editor shares one set of modules between the parts; each part still gets its own session
+    onnx = R.onnx_editor(_editor(), threads=1, cache=tmp_path)
+    assert onnx.runtime == "onnx" and onnx.device == torch.device("cpu")
+    assert isinstance(onnx.fusion, R.OnnxNet) and isinstance(onnx.parts["mouth"]["generator"], R.OnnxGenerator)
+    got = _render(onnx, face, sketch)  # a batch of 2 through sessions exported at batch 1
+    assert got.shape == expected.shape == (2, 3, 128, 128)
+    assert np.abs(got - expected).max() < 1e-3
+    assert not np.allclose(got[0], got[1])  # the faces are the inputs', not one face twice
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 5 * 4 + 1 and all(f.endswith(".onnx") for f in files)
+
+    # A second editor of the same weights loads the kept exports: nothing is exported again ...
+    def no_export(*a, **k):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    again = R.onnx_editor(_editor(), threads=1, cache=tmp_path)
+    assert np.abs(_render(again, face, sketch) - expected).max() < 1e-3
+    # ... and other weights are not mistaken for them
+    other = _editor()
+    with torch.no_grad():
+        next(other.fusion.parameters()).add_(0.01)
+    with pytest.raises(AssertionError, match="exported again"):
+        R.onnx_editor(other, threads=1, cache=tmp_path)
+
+
+def test_onnx_runtime_is_the_cpu_fp32_path(tmp_path):
+    pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime (the `onnx` extra)")
+    with pytest.raises(ValueError, match="CPU fp32 path"):
+        R.onnx_editor(_editor().cast(torch.bfloat16), cache=tmp_path)
+    editor = R.onnx_editor(_editor(), threads=1, cache=False)
+    with pytest.raises(ValueError, match="runs in fp32"):
+        editor.cast(torch.bfloat16)
+
+
+def test_onnx_runtime_missing_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
+    with pytest.raises(R.MissingRuntimeError, match="pip install"):
+        R.onnx_editor(_editor(), cache=False)
+
+
+def test_dfe_edit_takes_the_runtime_option(models, london, tmp_path):
+    """`dfe edit --runtime onnx` on aligned faces writes what `--runtime torch` writes."""
+    pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime (the `onnx` extra)")
+    import cv2
+    from typer.testing import CliRunner
+
+    from stages.cli import app
+
+    a, b = aligned_london([london / "neutral" / "001_03.jpg", london / "neutral" / "002_03.jpg"], 128)[0]
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "b.png"), cv2.cvtColor(b, cv2.COLOR_RGB2BGR))
+    outs = {}
+    for runtime in ("torch", "onnx"):
+        out = tmp_path / f"{runtime}.png"
+        res = CliRunner().invoke(app, ["edit", str(tmp_path / "a.png"), "-a", str(tmp_path / "b.png"), "--aligned",
+                                       "-o", str(out), "--profile", PROFILE, "--models", str(models),
+                                       "--device", "cpu", "--dtype", "fp32", "--runtime", runtime],
+                                 env={"DFE_CACHE": str(tmp_path / "cache")})
+        assert res.exit_code == 0, res.output
+        outs[runtime] = cv2.imread(str(out)).astype(int)
+    assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1
+    res = CliRunner().invoke(app, ["edit", str(tmp_path / "a.png"), "-a", str(tmp_path / "b.png"), "--aligned",
+                                   "-o", str(tmp_path / "x.png"), "--profile", PROFILE, "--models", str(models),
+                                   "--runtime", "tflite"])
+    assert res.exit_code != 0 and "unknown runtime 'tflite'" in res.output

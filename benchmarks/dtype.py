@@ -163,9 +163,17 @@ def main() -> None:
                     help="also fp32 through ONNX Runtime (--runtime onnx; needs onnx and onnxruntime)")
     ap.add_argument("--commands", action=argparse.BooleanOptionalAction, default=True,
                     help="also time whole `dfe edit` commands: each render alone against shared work")
+    ap.add_argument("--alone", action="store_true",
+                    help="fp32 eager and ONNX Runtime each in a process of its own (as a user runs one), not taking turns")
+    ap.add_argument("--only", choices=("fp32", "onnx"), help=argparse.SUPPRESS)  # one path, for --alone
+    ap.add_argument("--dump", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.alone:
+        return alone(args)
     device, profile = torch.device(args.device), get_profile(args.profile)
     r = profile.resolution
+    if args.only:
+        return only(args, device, profile)
     print(f"{profile.name} profile, {r} px, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"native bf16: {native_bf16(device)}, random weights")
 
@@ -220,6 +228,49 @@ def main() -> None:
         others = {label: paths[name][0] for name, label in (("bf16 fusion net only", "bf16-fusion"),
                                                              ("fp32, ONNX Runtime", "onnx")) if name in paths}
         time_commands(editor, faces, args.iters, others)
+
+
+def only(args, device: torch.device, profile) -> None:
+    """One path in this process: its edit times and last output into args.dump (.npz)."""
+    r = profile.resolution
+    editor = random_editor(profile, device)
+    if args.only == "onnx":
+        from pipeline.models.runtime import onnx_editor
+
+        onnx_editor(editor, cache=False)
+    rng = np.random.default_rng(0)
+    faces = [rng.integers(0, 256, (r, r, 3), dtype=np.uint8) for _ in range(3)]
+    walls, cpus = [], []
+    for k in range(args.warmup + args.iters):
+        wall, cpu, out = timed_edit(editor, faces)
+        if k >= args.warmup:
+            walls.append(wall), cpus.append(cpu)
+    np.savez(args.dump, wall=walls, cpu=cpus, out=out)
+
+
+def alone(args) -> None:
+    """fp32 eager and ONNX Runtime, each in a fresh process: the table of `main` for the two."""
+    import subprocess
+    import sys
+    import tempfile
+
+    print(f"{args.profile} profile, {args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"each path in a process of its own, {args.warmup} warm-up + {args.iters} edits, the fastest shown")
+    got = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("fp32", "onnx"):
+            dump = f"{tmp}/{name}.npz"
+            subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", args.profile, "--device", args.device,
+                            "--iters", str(args.iters), "--warmup", str(args.warmup), "--only", name, "--dump", dump],
+                           check=True)
+            got[name] = dict(np.load(dump))
+    w0, c0 = got["fp32"]["wall"].min(), got["fp32"]["cpu"].min()
+    print(f"{'path':27} {'wall s':>8} {'x fp32':>7} {'CPU s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
+    for name, label in (("fp32", "fp32 eager"), ("onnx", "fp32, ONNX Runtime")):
+        g = got[name]
+        psnr = "-" if name == "fp32" else f"{psnr_uint8(g['out'], got['fp32']['out']):.1f} dB"
+        print(f"{label:27} {g['wall'].min():8.2f} {g['wall'].min() / w0:7.2f} {g['cpu'].min():8.2f} "
+              f"{g['cpu'].min() / c0:7.2f} {psnr:>13}")
 
 
 if __name__ == "__main__":

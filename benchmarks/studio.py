@@ -21,7 +21,8 @@ Rows:
   image loading). Headless Chromium paints the canvas in software.
 - paper: the models per update and per stroke at 512 px, random weights, one sketch encoder
   and one generator shared by the five parts (the FLOPs of five, a fifth of the memory);
-  ~1.2 B parameters; on CPUs with native bf16 also per stroke with the fusion net in bf16
+  ~1.2 B parameters; per stroke through ONNX Runtime in fp32 (`dfe studio --runtime onnx`, one
+  warm-up stroke first); on CPUs with native bf16 also per stroke with the fusion net in bf16
   (`dfe studio --dtype bf16-fusion`).
 
 The browser helpers here (`start_studio`, `draw_stroke`, ...) also serve tests/test_studio.py.
@@ -291,6 +292,8 @@ def main() -> None:
     ap.add_argument("--strokes", type=int, default=5, help="strokes timed in the browser")
     ap.add_argument("--paper-iters", type=int, default=1, help="paper-profile updates timed (0: skip)")
     ap.add_argument("--browser", default=True, action=argparse.BooleanOptionalAction, help="the Chromium row")
+    ap.add_argument("--onnx", default=True, action=argparse.BooleanOptionalAction,
+                    help="the paper row through ONNX Runtime (--runtime onnx; needs onnx and onnxruntime)")
     args = ap.parse_args()
     photo = args.photo or str(Path(os.environ.get("DFE_LONDON_DIR", REPO.parent / "shared/datasets/london-faces"))
                               / "neutral" / "001_03.jpg")
@@ -342,6 +345,19 @@ def main() -> None:
             rows += [("paper", "random", f"models per update, every part, {threads} thread(s)", every),
                      ("paper", "random", f"models per stroke, parts it crosses, {threads} thread(s)", m)]
             ratios.append((f"paper, {threads} thread(s)", statistics.median(m) / statistics.median(every)))
+            if args.onnx:  # what `dfe studio --runtime onnx` runs (fp32); before the cast below touches the fusion net
+                import copy
+
+                from pipeline.models.runtime import onnx_editor
+
+                run_by_onnx = copy.copy(editor)
+                run_by_onnx.parts = dict(editor.parts)  # onnx_editor replaces each part's modules in this dict
+                t0 = time.perf_counter()
+                onnx_editor(run_by_onnx, cache=False)
+                print(f"ONNX Runtime sessions exported and built in {time.perf_counter() - t0:.0f} s")
+                mo, _ = time_updates(make_studio(run_by_onnx), photo, args.paper_iters, warmup=1)
+                rows.append(("paper", "random", f"models per stroke, ONNX Runtime fp32, {threads} thread(s)", mo))
+                ratios.append((f"paper, ONNX Runtime over fp32, {threads} thread(s)", statistics.median(mo) / statistics.median(m)))
             if native_bf16(torch.device("cpu")) == "yes":  # what `dfe studio --dtype bf16-fusion` runs
                 editor.cast_fusion(torch.bfloat16)
                 m16, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)

@@ -18,7 +18,7 @@ import typer
 
 from pipeline.core.progress import console
 
-from .common import RUNTIME_HELP, comma_floats, comma_names, config_from, fail
+from .common import comma_floats, comma_names, config_from, fail
 
 
 def _editor(cfg: dict, dtype_name: Optional[str] = None):
@@ -26,8 +26,7 @@ def _editor(cfg: dict, dtype_name: Optional[str] = None):
     from pipeline.editing.colour_norm import load_photo_editor
 
     dev = resolve_device(cfg["device"])
-    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, dtype_name or cfg["dtype"],
-                             "torch" if dtype_name else cfg["runtime"]), dev
+    return load_photo_editor(cfg["models_dir"], cfg["profile"], dev, dtype_name or cfg["dtype"]), dev
 
 
 def attribute_vector_cmd(
@@ -100,7 +99,6 @@ def attribute_cmd(
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights (params.yaml: edit.models_dir)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16, for CPUs with native bf16"),
-    runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather (params.yaml: edit.feather)"),
     k: Optional[int] = typer.Option(None, "--k", help="classic: nearest examples per side (params.yaml: dfi.classic_k)"),
     iters: Optional[int] = typer.Option(None, help="classic: L-BFGS iterations (params.yaml: dfi.classic_iters)"),
@@ -122,8 +120,7 @@ def attribute_cmd(
     if motion is not None and motion not in MOTIONS:
         fail(f"unknown motion {motion!r}: choose {' or '.join(MOTIONS)}")
     sweep = comma_floats(strip, "--strip") or ()
-    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype,
-                              "runtime": runtime})
+    cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype})
     dcfg = config_from("dfi", DFIConfig, profile=profile, classic_k=k, classic_iters=iters)
     try:  # vectors first (cheap): a file of another profile fails before any model loads
         uses = []

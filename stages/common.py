@@ -189,6 +189,3 @@ def fail(error: Exception | str) -> NoReturn:
     without a traceback."""
     console.print(f"[red]error:[/red] {escape(str(error))}", soft_wrap=True)
     raise typer.Exit(2)
-
-
-RUNTIME_HELP = ("torch | onnx (params.yaml: edit.runtime); onnx: the networks run by ONNX Runtime, CPU fp32 (pip install onnx onnxruntime)")

@@ -18,7 +18,7 @@ import typer
 from pipeline.core.progress import console
 from pipeline.editing.compose import ComposeSettings
 
-from .common import RUNTIME_HELP, config_from, fail
+from .common import config_from, fail
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,6 @@ def edit_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face (params.yaml: edit.feather)"),
     dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
-    runtime: Optional[str] = typer.Option(None, help=RUNTIME_HELP),
     render: Optional[str] = typer.Option(
         None, help="compose: the photo keeps the person, only the edit goes in | full: paste the networks' whole render "
                    "(params.yaml: edit.render; --aligned defaults to full)"),
@@ -110,14 +109,14 @@ def edit_cmd(
     from pipeline.core.io import save_png
 
     cfg = _settings(profile, {"models_dir": models_dir, "device": device, "feather": feather, "dtype": dtype,
-                              "runtime": runtime, "render": render})
+                              "render": render})
     how = render or ("full" if aligned else cfg["render"])
     req = EditRequest(geometry, appearance, _parse_parts(part_appearance), geometry_sketch, aligned, cfg["feather"], how)
     try:  # missing weights name the stage that makes them; a profile mismatch says so
         dev = resolve_device(cfg["device"])
         from pipeline.editing.colour_norm import load_photo_editor
 
-        editor = load_photo_editor(cfg["models_dir"], cfg["profile"], dev, cfg["dtype"], cfg["runtime"])
+        editor = load_photo_editor(cfg["models_dir"], cfg["profile"], dev, cfg["dtype"])
         own_sketch = None
         if geometry_sketch is not None and how == "compose":
             # The photo's own sketch, drawn as the edited one was: the record `dfe sketch` left in it.

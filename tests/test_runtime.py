@@ -79,28 +79,21 @@ def test_onnx_runtime_missing_says_what_to_install(monkeypatch):
         R.onnx_editor(_editor(), cache=False)
 
 
-def test_dfe_edit_takes_the_runtime_option(models, london, tmp_path):
-    """`dfe edit --runtime onnx` on aligned faces writes what `--runtime torch` writes."""
+def test_the_studio_loads_the_onnx_runtime(models, london, tmp_path, monkeypatch):
+    """`dfe studio --runtime onnx` (params edit.runtime): the photo editor of the trained weights,
+    its colour range included, run by ONNX Runtime, edits as the PyTorch one does."""
     pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime (the `onnx` extra)")
-    import cv2
-    from typer.testing import CliRunner
+    from pipeline.editing.colour_norm import load_photo_editor
+    from pipeline.editing.edit import edit_aligned
+    from stages.studio import make_studio
 
-    from stages.cli import app
-
+    monkeypatch.setenv("DFE_CACHE", str(tmp_path / "cache"))
     a, b = aligned_london([london / "neutral" / "001_03.jpg", london / "neutral" / "002_03.jpg"], 128)[0]
-    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
-    cv2.imwrite(str(tmp_path / "b.png"), cv2.cvtColor(b, cv2.COLOR_RGB2BGR))
-    outs = {}
-    for runtime in ("torch", "onnx"):
-        out = tmp_path / f"{runtime}.png"
-        res = CliRunner().invoke(app, ["edit", str(tmp_path / "a.png"), "-a", str(tmp_path / "b.png"), "--aligned",
-                                       "-o", str(out), "--profile", PROFILE, "--models", str(models),
-                                       "--device", "cpu", "--dtype", "fp32", "--runtime", runtime],
-                                 env={"DFE_CACHE": str(tmp_path / "cache")})
-        assert res.exit_code == 0, res.output
-        outs[runtime] = cv2.imread(str(out)).astype(int)
-    assert np.abs(outs["onnx"] - outs["torch"]).max() <= 1
-    res = CliRunner().invoke(app, ["edit", str(tmp_path / "a.png"), "-a", str(tmp_path / "b.png"), "--aligned",
-                                   "-o", str(tmp_path / "x.png"), "--profile", PROFILE, "--models", str(models),
-                                   "--runtime", "tflite"])
-    assert res.exit_code != 0 and "unknown runtime 'tflite'" in res.output
+    outs = {rt: edit_aligned(load_photo_editor(models, PROFILE, "cpu", "fp32", rt), b, geometry_photo=a)
+            for rt in ("torch", "onnx")}
+    assert np.abs(outs["onnx"].astype(int) - outs["torch"]).max() <= 1 and not np.array_equal(outs["torch"], a)
+    assert any((tmp_path / "cache" / "onnx").iterdir())
+    studio = make_studio(str(models), PROFILE, "cpu", "fp32", "synth", 0, 512, 0.06, None, None, runtime="onnx")
+    assert studio.editor.runtime == "onnx"
+    with pytest.raises(ValueError, match="unknown runtime 'tflite'"):
+        load_photo_editor(models, PROFILE, "cpu", "fp32", "tflite")

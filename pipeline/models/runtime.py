@@ -56,7 +56,7 @@ def weights_digest(module: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in module.state_dict().items():
         flat = t.detach().reshape(-1).float()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}{float(flat.double().sum()):.10e}".encode())
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}{float(flat.sum(dtype=torch.float64)):.10e}".encode())
         h.update(flat[:: max(1, flat.numel() // 4096)].cpu().numpy().tobytes())
     return h.hexdigest()[:24]
 

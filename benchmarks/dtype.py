@@ -11,8 +11,10 @@ convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
 so that a change in the machine's load hits all alike; and with only the fusion net in bf16
 (`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32); and
-in fp32 through ONNX Runtime (`--runtime onnx`, models.runtime). (torch.compile was tried
-too: at the small profile it compiled for 79 s and then ran no faster than eager.) The paper
+in fp32 through ONNX Runtime (`--runtime onnx`, models.runtime), and on CPUs with native bf16
+the part networks through ONNX Runtime with the fusion net in bf16 (`--runtime onnx --dtype
+bf16-fusion`). (torch.compile was tried too: at the small profile it compiled for 79 s and then
+ran no faster than eager.) The paper
 editor has random weights with one image encoder and one generator shared by the five parts
 (benchmarks.edit.random_editor: the same FLOPs at a fifth of the memory).
 PSNR compares the uint8 outputs (what a user gets) of bf16 against fp32 on the same input.
@@ -164,8 +166,9 @@ def main() -> None:
     ap.add_argument("--commands", action=argparse.BooleanOptionalAction, default=True,
                     help="also time whole `dfe edit` commands: each render alone against shared work")
     ap.add_argument("--alone", action="store_true",
-                    help="fp32 eager and ONNX Runtime each in a process of its own (as a user runs one), not taking turns")
-    ap.add_argument("--only", choices=("fp32", "onnx"), help=argparse.SUPPRESS)  # one path, for --alone
+                    help="fp32 eager, ONNX Runtime (and with the fusion net in bf16, on CPUs with native bf16) each "
+                         "in a process of its own (as a user runs one), not taking turns")
+    ap.add_argument("--only", choices=ALONE, help=argparse.SUPPRESS)  # one path, for --alone
     ap.add_argument("--dump", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.alone:
@@ -202,6 +205,10 @@ def main() -> None:
         run_by_onnx = copy.copy(editor)
         run_by_onnx.parts = dict(editor.parts)  # onnx_editor replaces each part's modules in this dict
         paths["fp32, ONNX Runtime"] = (onnx_editor(run_by_onnx, cache=False), "none")
+        if native_bf16(device) == "yes":  # --runtime onnx --dtype bf16-fusion
+            mixed = copy.copy(run_by_onnx)  # the part sessions shared, the fusion net a bf16 copy (as onnx_editor keeps it)
+            mixed.fusion, mixed.fusion_dtype = copy.deepcopy(editor.fusion).to(torch.bfloat16), torch.bfloat16
+            paths["ONNX Runtime, bf16 fusion"] = (mixed, "none")
         print(f"ONNX Runtime sessions exported and built in {time.perf_counter() - t0:.0f} s")
     rows: dict[str, tuple[list[float], list[float], np.ndarray]] = {k: ([], [], None) for k in paths}
     mkldnn = torch.backends.mkldnn
@@ -226,7 +233,9 @@ def main() -> None:
     if args.commands:
         print()
         others = {label: paths[name][0] for name, label in (("bf16 fusion net only", "bf16-fusion"),
-                                                             ("fp32, ONNX Runtime", "onnx")) if name in paths}
+                                                             ("fp32, ONNX Runtime", "onnx"),
+                                                             ("ONNX Runtime, bf16 fusion", "onnx+bf16-fusion"))
+                  if name in paths}
         time_commands(editor, faces, args.iters, others)
 
 
@@ -234,10 +243,10 @@ def only(args, device: torch.device, profile) -> None:
     """One path in this process: its edit times and last output into args.dump (.npz)."""
     r = profile.resolution
     editor = random_editor(profile, device)
-    if args.only == "onnx":
+    if args.only != "fp32":
         from pipeline.models.runtime import onnx_editor
 
-        onnx_editor(editor, cache=False)
+        onnx_editor(editor.cast_fusion(torch.bfloat16 if args.only == "onnx-bf16-fusion" else None), cache=False)
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (r, r, 3), dtype=np.uint8) for _ in range(3)]
     walls, cpus = [], []
@@ -248,8 +257,12 @@ def only(args, device: torch.device, profile) -> None:
     np.savez(args.dump, wall=walls, cpu=cpus, out=out)
 
 
+ALONE = {"fp32": "fp32 eager", "onnx": "fp32, ONNX Runtime", "onnx-bf16-fusion": "ONNX Runtime, bf16 fusion"}
+
+
 def alone(args) -> None:
-    """fp32 eager and ONNX Runtime, each in a fresh process: the table of `main` for the two."""
+    """fp32 eager and ONNX Runtime (and ONNX Runtime with the fusion net in bf16 where bf16 is
+    native), each in a fresh process: the table of `main` for them."""
     import subprocess
     import sys
     import tempfile
@@ -258,7 +271,8 @@ def alone(args) -> None:
           f"each path in a process of its own, {args.warmup} warm-up + {args.iters} edits, the fastest shown")
     got = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ("fp32", "onnx"):
+        names = [n for n in ALONE if n != "onnx-bf16-fusion" or native_bf16(torch.device(args.device)) == "yes"]
+        for name in names:
             dump = f"{tmp}/{name}.npz"
             subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", args.profile, "--device", args.device,
                             "--iters", str(args.iters), "--warmup", str(args.warmup), "--only", name, "--dump", dump],
@@ -266,8 +280,8 @@ def alone(args) -> None:
             got[name] = dict(np.load(dump))
     w0, c0 = got["fp32"]["wall"].min(), got["fp32"]["cpu"].min()
     print(f"{'path':27} {'wall s':>8} {'x fp32':>7} {'CPU s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
-    for name, label in (("fp32", "fp32 eager"), ("onnx", "fp32, ONNX Runtime")):
-        g = got[name]
+    for name in names:
+        g, label = got[name], ALONE[name]
         psnr = "-" if name == "fp32" else f"{psnr_uint8(g['out'], got['fp32']['out']):.1f} dB"
         print(f"{label:27} {g['wall'].min():8.2f} {g['wall'].min() / w0:7.2f} {g['cpu'].min():8.2f} "
               f"{g['cpu'].min() / c0:7.2f} {psnr:>13}")

@@ -23,7 +23,8 @@ Rows:
   and one generator shared by the five parts (the FLOPs of five, a fifth of the memory);
   ~1.2 B parameters; per stroke through ONNX Runtime in fp32 (`dfe studio --runtime onnx`, one
   warm-up stroke first); on CPUs with native bf16 also per stroke with the fusion net in bf16
-  (`dfe studio --dtype bf16-fusion`).
+  (`dfe studio --dtype bf16-fusion`), alone and beside ONNX Runtime's part networks
+  (`--runtime onnx --dtype bf16-fusion`).
 
 The browser helpers here (`start_studio`, `draw_stroke`, ...) also serve tests/test_studio.py.
 """
@@ -358,6 +359,13 @@ def main() -> None:
                 mo, _ = time_updates(make_studio(run_by_onnx), photo, args.paper_iters, warmup=1)
                 rows.append(("paper", "random", f"models per stroke, ONNX Runtime fp32, {threads} thread(s)", mo))
                 ratios.append((f"paper, ONNX Runtime over fp32, {threads} thread(s)", statistics.median(mo) / statistics.median(m)))
+                if native_bf16(torch.device("cpu")) == "yes":  # `dfe studio --runtime onnx --dtype bf16-fusion`
+                    mixed = copy.copy(run_by_onnx)  # the part sessions, and a bf16 copy of the fusion net
+                    mixed.fusion, mixed.fusion_dtype = copy.deepcopy(editor.fusion).to(torch.bfloat16), torch.bfloat16
+                    mb, _ = time_updates(make_studio(mixed), photo, args.paper_iters, warmup=1)
+                    rows.append(("paper", "random", f"models per stroke, ONNX Runtime + bf16 fusion, {threads} t.", mb))
+                    ratios.append((f"paper, ONNX Runtime + bf16 fusion over fp32, {threads} thread(s)",
+                                   statistics.median(mb) / statistics.median(m)))
             if native_bf16(torch.device("cpu")) == "yes":  # what `dfe studio --dtype bf16-fusion` runs
                 editor.cast_fusion(torch.bfloat16)
                 m16, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)

@@ -99,8 +99,9 @@ def studio_cmd(
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16, for CPUs with native bf16"),
     runtime: Optional[str] = typer.Option(
-        None, help="torch | onnx (params.yaml: edit.runtime); onnx: the networks run by ONNX Runtime, CPU fp32, "
-                   "faster per stroke once loaded (pip install onnx onnxruntime)"),
+        None, help="torch | onnx (params.yaml: edit.runtime); onnx: the networks run by ONNX Runtime, CPU fp32 "
+                   "(with --dtype bf16-fusion the fusion net stays in PyTorch bf16), faster per stroke once loaded "
+                   "(pip install onnx onnxruntime)"),
     sketcher: Optional[str] = typer.Option(None, help="official | synth | auto (params.yaml: edit.sketcher)"),
     open_browser: bool = typer.Option(False, "--open/--no-open", help="open the page in a browser"),
     threads: int = typer.Option(0, help="torch CPU threads; 0: one for the 128 px profiles (small, micro), "

@@ -73,6 +73,23 @@ def test_onnx_runtime_is_the_cpu_fp32_path(tmp_path):
         editor.cast(torch.bfloat16)
 
 
+def test_onnx_runtime_keeps_a_bf16_fusion_net_in_pytorch(inputs, tmp_path):
+    """`--runtime onnx --dtype bf16-fusion`: the part networks by ONNX Runtime, the fusion net the
+    same bf16 PyTorch module as `--dtype bf16-fusion` alone, so the two render alike."""
+    pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime (the `onnx` extra)")
+    face, sketch = inputs
+    torch_only = _render(_editor().cast_fusion(torch.bfloat16), face, sketch)
+    mixed = R.onnx_editor(_editor().cast_fusion(torch.bfloat16), threads=1, cache=tmp_path)
+    assert isinstance(mixed.parts["mouth"]["image_encoder"], R.OnnxNet)
+    assert isinstance(mixed.fusion, torch.nn.Module) and next(mixed.fusion.parameters()).dtype == torch.bfloat16
+    assert len(list(tmp_path.iterdir())) == 5 * 4  # no fusion export
+    got = _render(mixed, face, sketch)
+    bf16_error = np.abs(torch_only - _render(_editor(), face, sketch)).mean()  # bf16 fusion against fp32
+    # bf16 rounds the canvas, so eager's and ONNX Runtime's part features (within ~1e-5) round
+    # apart in some values (measured 0.23x the bf16 error); a fp32 fusion net would score 1x
+    assert np.abs(got - torch_only).mean() < 0.4 * bf16_error
+
+
 def test_onnx_runtime_missing_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if not installed
     with pytest.raises(R.MissingRuntimeError, match="pip install"):
@@ -95,5 +112,9 @@ def test_the_studio_loads_the_onnx_runtime(models, london, tmp_path, monkeypatch
     assert any((tmp_path / "cache" / "onnx").iterdir())
     studio = make_studio(str(models), PROFILE, "cpu", "fp32", "synth", 0, 512, 0.06, None, None, runtime="onnx")
     assert studio.editor.runtime == "onnx"
+    # --dtype bf16-fusion beside it: the parts' sessions of the cache, the fusion net a bf16 module
+    mixed = make_studio(str(models), PROFILE, "cpu", "bf16-fusion", "synth", 0, 512, 0.06, None, None, runtime="onnx")
+    assert isinstance(mixed.editor.parts["nose"]["generator"], R.OnnxGenerator)
+    assert mixed.editor.fusion_dtype == torch.bfloat16 and isinstance(mixed.editor.fusion, torch.nn.Module)
     with pytest.raises(ValueError, match="unknown runtime 'tflite'"):
         load_photo_editor(models, PROFILE, "cpu", "fp32", "tflite")

@@ -156,14 +156,19 @@ def _session(module: nn.Module, args: tuple[torch.Tensor, ...], what: str, threa
 
 def onnx_editor(editor, threads: int | None = None, cache: Path | None | bool = True):
     """`editor` (models.editor.Editor, fp32 on the CPU) with its networks run by ONNX Runtime,
-    in place; returns it. `threads`: ONNX Runtime's intra-op threads (None: torch's);
-    `cache`: True for `cache_dir()`, a folder, or False/None to export every time."""
+    in place (a bf16 fusion net, `--dtype bf16-fusion`, stays in PyTorch); returns it.
+    `threads`: ONNX Runtime's intra-op threads (None: torch's); `cache`: True for `cache_dir()`,
+    a folder, or False/None to export every time."""
     from pipeline.models.networks import fuse_canvas
 
     require_onnx()
-    if editor.device.type != "cpu" or editor.dtype != torch.float32 or editor.fusion_dtype not in (None, torch.float32):
-        raise ValueError("--runtime onnx is the CPU fp32 path: use --device cpu --dtype fp32 with it "
+    if editor.device.type != "cpu" or editor.dtype != torch.float32 or \
+            editor.fusion_dtype not in (None, torch.float32, torch.bfloat16):
+        raise ValueError("--runtime onnx is the CPU fp32 path: use --device cpu --dtype fp32 (or bf16-fusion) with it "
                          f"(got {editor.device.type}, {editor.dtype}, fusion {editor.fusion_dtype})")
+    # bf16-fusion: the fusion net stays a PyTorch module in bf16 (oneDNN's bf16 kernels on CPUs
+    # with native bf16 beat ONNX Runtime's fp32 there); the part networks run by ONNX Runtime
+    keep_fusion = editor.fusion_dtype == torch.bfloat16
     folder = cache_dir() if cache is True else (Path(cache) if cache else None)
     n = threads or torch.get_num_threads()
     prefix = editor.profile.name
@@ -185,7 +190,8 @@ def onnx_editor(editor, threads: int | None = None, cache: Path | None | bool = 
             "generator": OnnxGenerator(_session(_Style(generator), (crop,), f"{tag}-style", n, folder),
                                        _session(_Decode(generator), (geometry, code), f"{tag}-decode", n, folder)),
         }
-    canvas = fuse_canvas(features, editor.boxes)
-    editor.fusion = _session(editor.fusion, (canvas,), f"{prefix}-fusion", n, folder)
+    if not keep_fusion:
+        canvas = fuse_canvas(features, editor.boxes)
+        editor.fusion = _session(editor.fusion, (canvas,), f"{prefix}-fusion", n, folder)
     editor.runtime = "onnx"
     return editor

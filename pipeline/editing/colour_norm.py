@@ -233,7 +233,7 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None, runtime="to
     (models.editor.load_editor) with the training faces' colour range when the folder has one,
     so a photo in light the networks never saw is moved into their range and back. `dtype`: a
     torch.dtype, or the params/CLI name (auto | bf16 | bf16-fusion | fp32, core.config), None:
-    fp32. `runtime`: torch, or onnx (ONNX Runtime, CPU fp32: models.runtime)."""
+    fp32. `runtime`: torch, or onnx (ONNX Runtime on the CPU, fp32 but a bf16-fusion net: models.runtime)."""
     import torch
 
     from pipeline.core.config import resolve_dtype, resolve_fusion_dtype

@@ -162,7 +162,7 @@ class Editor:
     models_dir: Path | None = None
     dtype: torch.dtype = torch.float32
     fusion_dtype: torch.dtype | None = None  # the fusion net's, where it differs (cast_fusion)
-    runtime: str = "torch"  # torch | onnx (models.runtime.onnx_editor: the networks are ONNX Runtime sessions, CPU fp32)
+    runtime: str = "torch"  # torch | onnx (models.runtime.onnx_editor: ONNX Runtime sessions on the CPU; a bf16 fusion net stays torch)
 
     @property
     def device(self) -> torch.device:
@@ -265,7 +265,7 @@ def load_editor(
     """The editor of the weights under `models_dir`, its modules in `dtype` (the fusion net in
     `fusion_dtype` when given). The sketch decoders load on first use, or now with
     `sketch_decoder=True` (failing early without them). runtime "onnx": the networks run by ONNX
-    Runtime (models.runtime; CPU, fp32)."""
+    Runtime (models.runtime; CPU, fp32; a fusion net in bf16 stays in PyTorch)."""
     from pipeline.models.runtime import RUNTIMES
 
     if runtime not in RUNTIMES:

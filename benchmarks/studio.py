@@ -363,7 +363,7 @@ def main() -> None:
                     mixed = copy.copy(run_by_onnx)  # the part sessions, and a bf16 copy of the fusion net
                     mixed.fusion, mixed.fusion_dtype = copy.deepcopy(editor.fusion).to(torch.bfloat16), torch.bfloat16
                     mb, _ = time_updates(make_studio(mixed), photo, args.paper_iters, warmup=1)
-                    rows.append(("paper", "random", f"models per stroke, ONNX Runtime + bf16 fusion, {threads} t.", mb))
+                    rows.append(("paper", "random", f"models per stroke, ONNX Runtime + bf16 fusion, {threads} thread(s)", mb))
                     ratios.append((f"paper, ONNX Runtime + bf16 fusion over fp32, {threads} thread(s)",
                                    statistics.median(mb) / statistics.median(m)))
             if native_bf16(torch.device("cpu")) == "yes":  # what `dfe studio --dtype bf16-fusion` runs
@@ -375,9 +375,10 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"\n{'profile':8}{'weights':10}{'what':48}{'median ms':>10}{'min ms':>9}{'n':>4}")
+    w = [max(len(r[i]) for r in [("profile", "weights", "what"), *rows]) + 2 for i in range(3)]  # columns fit their text
+    print(f"\n{'profile':{w[0]}}{'weights':{w[1]}}{'what':{w[2]}}{'median ms':>10}{'min ms':>9}{'n':>4}")
     for prof, wts, what, times in rows:
-        print(f"{prof:8}{wts:10}{what:48}{1e3 * statistics.median(times):10.0f}{1e3 * min(times):9.0f}{len(times):4d}")
+        print(f"{prof:{w[0]}}{wts:{w[1]}}{what:{w[2]}}{1e3 * statistics.median(times):10.0f}{1e3 * min(times):9.0f}{len(times):4d}")
     for what, ratio in ratios:
         print(f"models per stroke / per update with every part ({what}): {ratio:.2f}" if "over fp32" not in what
               else f"models per stroke, {what}: {ratio:.2f}")

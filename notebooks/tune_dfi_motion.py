@@ -16,7 +16,7 @@ piecewise-affine warp through the landmarks (scikit-image's PiecewiseAffineTrans
 aligned square's border held still): every point lands exactly on its move, so the closed
 lips' inner points, which the splat averages to nothing, open. Tried and not kept: on val it
 scored 0.845 / 0.878 at alpha 1 / 1.5 against the splat's 0.823 / 0.787 (sigma 0.06, residual
-on); the lips grow taller rather than part, and 1-6 of a face's triangles fold.
+on); the lips grow taller rather than part, and 0-6 of a face's triangles fold.
 """
 
 from __future__ import annotations

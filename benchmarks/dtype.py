@@ -207,7 +207,8 @@ def main() -> None:
         paths["fp32, ONNX Runtime"] = (onnx_editor(run_by_onnx, cache=False), "none")
         if native_bf16(device) == "yes":  # --runtime onnx --dtype bf16-fusion
             mixed = copy.copy(run_by_onnx)  # the part sessions shared, the fusion net a bf16 copy (as onnx_editor keeps it)
-            mixed.fusion, mixed.fusion_dtype = copy.deepcopy(editor.fusion).to(torch.bfloat16), torch.bfloat16
+            mixed.fusion = copy.deepcopy(editor.fusion)
+            mixed.cast_fusion(torch.bfloat16)  # what --dtype bf16-fusion does to it
             paths["ONNX Runtime, bf16 fusion"] = (mixed, "none")
         print(f"ONNX Runtime sessions exported and built in {time.perf_counter() - t0:.0f} s")
     rows: dict[str, tuple[list[float], list[float], np.ndarray]] = {k: ([], [], None) for k in paths}

@@ -361,7 +361,8 @@ def main() -> None:
                 ratios.append((f"paper, ONNX Runtime over fp32, {threads} thread(s)", statistics.median(mo) / statistics.median(m)))
                 if native_bf16(torch.device("cpu")) == "yes":  # `dfe studio --runtime onnx --dtype bf16-fusion`
                     mixed = copy.copy(run_by_onnx)  # the part sessions, and a bf16 copy of the fusion net
-                    mixed.fusion, mixed.fusion_dtype = copy.deepcopy(editor.fusion).to(torch.bfloat16), torch.bfloat16
+                    mixed.fusion = copy.deepcopy(editor.fusion)
+                    mixed.cast_fusion(torch.bfloat16)  # what --dtype bf16-fusion does to it
                     mb, _ = time_updates(make_studio(mixed), photo, args.paper_iters, warmup=1)
                     rows.append(("paper", "random", f"models per stroke, ONNX Runtime + bf16 fusion, {threads} thread(s)", mb))
                     ratios.append((f"paper, ONNX Runtime + bf16 fusion over fp32, {threads} thread(s)",

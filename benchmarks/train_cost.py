@@ -3,6 +3,7 @@ micro-batch this machine holds, measured, then projected to the README's full-sc
 
     python -m benchmarks.train --profile paper                 # = python -m benchmarks.train_cost
     python -m benchmarks.train_cost --steps 2 --batches 1,2 --gpu h100 --mfu 0.35
+    python -m benchmarks.train_cost --batches 1 --steps 10 --gpu h200 --out cost.json   # on a GPU
 
 Per stage and part: seconds per step, peak resident memory of the process, trainable
 parameters, and training FLOPs per image (forward + backward of generator and discriminator
@@ -17,6 +18,11 @@ Memory per GPU at a per-GPU batch B is extrapolated from the measured micro-batc
 idle interpreter's resident memory: peak(1) + (B - 1) x (peak(2) - peak(1)), as measured here
 (bf16 autocast only where the CPU has native bf16); a GPU's bf16 autocast keeps activations in
 half the bytes, so this is an upper bound.
+
+On a GPU the steps are the measurement: each row also shows the TFLOP/s reached and its share of
+`--gpu`'s peak, and a second table projects the recipe from the measured s/step at the recipe's
+per-GPU batch (GPU hours = steps x s/step x GPUs, summed over parts), which needs no assumed
+utilisation.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ def _task(stage: str, part: str, trainer):
 
 
 def measure(stage: str, part: str, profile: str, batch: int, steps: int, root: Path, components: Path,
-            aligned: Path, amp: bool) -> dict:
+            aligned: Path, amp: bool, cudnn_benchmark: bool = True) -> dict:
     """One stage at one micro-batch: s/step (median after a counted warm-up step), peak memory
     (this process's RSS on CPU, allocated bytes on CUDA), FLOPs per image, trainable parameters.
     Writes the weights later stages load."""
@@ -75,6 +81,7 @@ def measure(stage: str, part: str, profile: str, batch: int, steps: int, root: P
                       live_root=str(root / "dvclive"), device="auto")
     base = peak_rss()  # the interpreter with torch imported: not the stage's
     trainer = Trainer(cfg)
+    torch.backends.cudnn.benchmark = cudnn_benchmark  # the trainer turns it on on CUDA; off: cuDNN's heuristics
     task = _task(stage, part, trainer)
     perceptual = getattr(task, "perceptual", None)
     if perceptual is not None and not perceptual.available:  # same cost as ImageNet's weights
@@ -99,14 +106,15 @@ def measure(stage: str, part: str, profile: str, batch: int, steps: int, root: P
 
 
 def _measure_in_child(stage: str, part: str, profile: str, batch: int, steps: int, root: Path, components: Path,
-                      aligned: Path, amp: bool) -> dict:
+                      aligned: Path, amp: bool, cudnn_benchmark: bool = True) -> dict:
     """`measure` in a fresh process, so that its peak memory is this stage's alone."""
     import json
     import subprocess
     import sys
 
     spec = json.dumps({"stage": stage, "part": part, "profile": profile, "batch": batch, "steps": steps,
-                       "root": str(root), "components": str(components), "aligned": str(aligned), "amp": amp})
+                       "root": str(root), "components": str(components), "aligned": str(aligned), "amp": amp,
+                       "cudnn_benchmark": cudnn_benchmark})
     done = subprocess.run([sys.executable, "-m", "benchmarks.train_cost", "--child", spec],
                           capture_output=True, text=True)
     if done.returncode != 0:  # out of memory (killed: -9) or an error: reported, the others still run
@@ -140,6 +148,21 @@ def projection(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gp
     return out
 
 
+def measured_projection(rows: list[dict], per_gpu: int, gpus: int, recipe: dict[str, int]) -> list[dict]:
+    """Per stage with every part measured at `per_gpu` images: the recipe's wall hours (its parts
+    one after another, as the pipeline runs them) and GPU hours on `gpus` GPUs, from the measured
+    s/step (data-parallel overhead not included)."""
+    out = []
+    for stage, steps in recipe.items():
+        mine = [r for r in rows if r["stage"] == stage and r["batch"] == per_gpu]
+        if not mine:
+            continue
+        wall = steps * sum(r["s_per_step"] for r in mine) / 3600
+        out.append({"stage": stage, "parts": sorted(r["part"] for r in mine), "steps": steps, "wall_hours": wall,
+                    "gpu_hours": wall * gpus})
+    return out
+
+
 def project(rows: list[dict], gpu: str, mfu: float, global_batch: int, per_gpu: int, recipe: dict[str, int]) -> Table:
     name, peak = GPUS[gpu]
     table = Table(title=f"projection: README full-scale recipe, global batch {global_batch}, {name} "
@@ -166,6 +189,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--global-batch", type=int, default=8, help="the recipe's global batch (params.yaml default 8)")
     ap.add_argument("--gpus", type=int, default=8, help="GPUs the global batch is split over")
     ap.add_argument("--amp", choices=("on", "off"), default="on")
+    ap.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=True,
+                    help="cuDNN times its kernels per shape, as the training stages have it on CUDA (GPU only)")
+    ap.add_argument("--out", help="also write the measured rows here (JSON)")
     ap.add_argument("--child", help=argparse.SUPPRESS)  # one measurement, JSON in and out (see _measure_in_child)
     args = ap.parse_args(argv)
     if args.child:
@@ -187,10 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     batches = sorted({int(b) for b in args.batches.split(",")})
     rows: list[dict] = []
     table = Table(title=f"training cost per step, profile {profile.name} ({profile.resolution} px), "
-                        f"{torch.get_num_threads()} threads, {'bf16 autocast where it pays' if args.amp == 'on' else 'fp32'}")
+                        f"{torch.get_num_threads()} threads, {'bf16 autocast where it pays' if args.amp == 'on' else 'fp32'}"
+                        f"{'' if args.cudnn_benchmark else ', cudnn.benchmark off'}")
     for col in ("stage", "part", "batch", "s / step", "peak GB", "of it the idle interpreter", "trainable M",
-                "GFLOP / image"):
+                "GFLOP / image", f"TFLOP/s (share of {args.gpu}'s peak)"):
         table.add_column(col, justify="right")
+    gpu_peak = GPUS[args.gpu][1]
     runs = [(s, p) for s in ("sketch_ae", "image_encoder", "local") for p in parts]
     if set(parts) == set(PARTS):
         runs.append(("fusion", "fusion"))
@@ -201,22 +229,48 @@ def main(argv: list[str] | None = None) -> None:
         for batch in batches:
             for stage, part in runs:
                 r = _measure_in_child(stage, part, profile.name, batch, args.steps, root / f"b{batch}", comps,
-                                      root / "aligned", args.amp == "on")
+                                      root / "aligned", args.amp == "on", args.cudnn_benchmark)
                 if "failed" in r:
                     console.print(f"{stage}/{part} batch {batch}: {r['failed']}", highlight=False)
-                    table.add_row(stage, part, str(batch), "failed", "", "", "", "")
+                    table.add_row(stage, part, str(batch), "failed", "", "", "", "", "")
                     continue
                 rows.append(r)
-                table.add_row(stage, part, str(batch), f"{r['s_per_step']:.2f}", f"{r['peak_bytes'] / 1e9:.2f}",
+                reached = r["flops_per_image"] * batch / r["s_per_step"]
+                table.add_row(stage, part, str(batch), f"{r['s_per_step']:.3f}", f"{r['peak_bytes'] / 1e9:.2f}",
                               f"{r['base_bytes'] / 1e9:.2f}" if r["peak_kind"] == "rss" else "-",
-                              f"{r['trainable'] / 1e6:.1f}", f"{r['flops_per_image'] / 1e9:.1f}")
+                              f"{r['trainable'] / 1e6:.1f}", f"{r['flops_per_image'] / 1e9:.1f}",
+                              f"{reached / 1e12:.1f} ({reached / gpu_peak:.1%})" if r["peak_kind"] == "cuda" else "-")
                 console.print(f"{stage}/{part} batch {batch}: {r['s_per_step']:.2f} s/step, "
                               f"peak {r['peak_bytes'] / 1e9:.2f} GB", highlight=False)
     console.print(table)
+    if args.out:
+        import json
+
+        Path(args.out).write_text(json.dumps({"torch": torch.__version__, "device": _device_name(), "amp": args.amp,
+                                              "profile": profile.name, "rows": rows}, indent=1))
     per_gpu = max(1, args.global_batch // args.gpus)
     console.print(project(rows, args.gpu, args.mfu, args.global_batch, per_gpu, RECIPE))
-    console.print("GPU hours scale with 1/utilisation: halve --mfu, double the hours. FLOPs are counted, "
-                  "not estimated; time on a GPU is not measured here.")
+    measured = measured_projection([r for r in rows if r["peak_kind"] == "cuda"], per_gpu, args.gpus, RECIPE)
+    if measured:
+        table = Table(title=f"measured on {_device_name()}: the recipe at {per_gpu} image(s) per GPU on {args.gpus} GPUs "
+                            "(data-parallel overhead not included)")
+        for col in ("stage", "parts", "steps / part", "wall hours", "GPU hours"):
+            table.add_column(col, justify="right")
+        for st in measured:
+            table.add_row(st["stage"], ",".join(st["parts"]), f"{st['steps']}", f"{st['wall_hours']:.2f}",
+                          f"{st['gpu_hours']:.1f}")
+        table.add_row("all", "", "", f"{sum(st['wall_hours'] for st in measured):.2f}",
+                      f"{sum(st['gpu_hours'] for st in measured):.1f}")
+        console.print(table)
+    else:
+        console.print("GPU hours scale with 1/utilisation: halve --mfu, double the hours. FLOPs are counted, "
+                      "not estimated; time on a GPU is not measured here.")
+
+
+def _device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ class EditSettings:
     compose: ComposeSettings = field(default_factory=ComposeSettings)
 
 
-_DTYPE_HELP = ("bf16 | bf16-fusion | fp32 | auto: bf16 on CUDA, fp32 on CPU (params.yaml: edit.dtype); "
-               "bf16-fusion: only the fusion net in bf16, for CPUs with native bf16")
+_DTYPE_HELP = ("bf16 | bf16-fusion | fp32 | auto: bf16-fusion on CUDA, fp32 on CPU (params.yaml: edit.dtype); "
+               "bf16-fusion: only the fusion net in bf16 (CUDA, and CPUs with native bf16)")
 
 
 def _settings(profile: Optional[str], overrides: dict[str, Any]) -> dict[str, Any]:

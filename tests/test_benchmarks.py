@@ -89,6 +89,19 @@ def test_paper_cost_projection_follows_flops_steps_and_the_gpu():
     assert stages[0]["memory_bytes"] == pytest.approx(8e9 + 3e9)  # bg, the larger, at 2 images per GPU
 
 
+def test_measured_projection_sums_parts_at_the_per_gpu_batch():
+    """On a GPU: the recipe's wall hours = steps x the parts' s/step at the per-GPU batch, one
+    part after another; GPU hours = wall x GPUs; rows at other batches and unmeasured stages drop."""
+    from benchmarks.train_cost import measured_projection
+
+    rows = [{"stage": "local", "part": p, "batch": b, "s_per_step": t}
+            for p, b, t in (("mouth", 1, 0.1), ("bg", 1, 0.2), ("bg", 8, 5.0))]
+    stages = measured_projection(rows, per_gpu=1, gpus=8, recipe={"sketch_ae": 10, "local": 36000})
+    assert [st["stage"] for st in stages] == ["local"] and stages[0]["parts"] == ["bg", "mouth"]
+    assert stages[0]["wall_hours"] == pytest.approx(36000 * 0.3 / 3600)
+    assert stages[0]["gpu_hours"] == pytest.approx(8 * 36000 * 0.3 / 3600)
+
+
 def test_scale_benchmark_makes_distinct_decodable_photos(london: Path, tmp_path: Path):
     import cv2
 

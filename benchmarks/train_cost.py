@@ -4,6 +4,7 @@ micro-batch this machine holds, measured, then projected to the README's full-sc
     python -m benchmarks.train --profile paper                 # = python -m benchmarks.train_cost
     python -m benchmarks.train_cost --steps 2 --batches 1,2 --gpu h100 --mfu 0.35
     python -m benchmarks.train_cost --batches 1 --steps 10 --gpu h200 --out cost.json   # on a GPU
+    python -m benchmarks.train_cost --stages fusion --batches 1,8                          # one stage
 
 Per stage and part: seconds per step, peak resident memory of the process, trainable
 parameters, and training FLOPs per image (forward + backward of generator and discriminator
@@ -39,6 +40,9 @@ from pipeline.core.progress import console
 
 # Dense bf16 tensor-core peak, FLOP/s (vendor datasheets, without sparsity).
 GPUS = {"h100": ("NVIDIA H100 SXM", 989e12), "h200": ("NVIDIA H200", 989e12), "a100": ("NVIDIA A100 SXM", 312e12)}
+# What each stage loads from the stages before it (fusion: of every part).
+UPSTREAM = {"sketch_ae": (), "image_encoder": ("sketch_ae",), "local": ("sketch_ae", "image_encoder"),
+            "fusion": ("sketch_ae", "image_encoder", "local")}
 # The README's full-scale recipe: steps per part (stages 1-3) and for fusion.
 RECIPE = {"sketch_ae": 20000, "image_encoder": 20000, "local": 100000, "fusion": 50000}
 
@@ -75,10 +79,24 @@ def measure(stage: str, part: str, profile: str, batch: int, steps: int, root: P
     from pipeline.models.vgg import VGG19Features
     from pipeline.training.loop import Trainer, TrainConfig
 
-    cfg = TrainConfig(stage=stage, part=part, profile=profile, steps=steps + 1, batch_size=batch, amp=amp,
-                      progress=False, components=str(components), aligned=str(aligned),
-                      models_dir=str(root / "models"), checkpoints_dir=str(root / "checkpoints"),
-                      live_root=str(root / "dvclive"), device="auto")
+    def config(stage: str, part: str, steps: int, batch: int) -> TrainConfig:
+        return TrainConfig(stage=stage, part=part, profile=profile, steps=steps, batch_size=batch, amp=amp,
+                           progress=False, components=str(components), aligned=str(aligned),
+                           models_dir=str(root / "models"), checkpoints_dir=str(root / "checkpoints"),
+                           live_root=str(root / "dvclive"), device="auto")
+
+    # A stage measured without the stages it loads (--stages): those exported untrained, which costs the same.
+    missing = [(s, p) for s in UPSTREAM[stage] for p in (PARTS if stage == "fusion" else (part,))
+               if not config(s, p, 1, 1).weights_path.exists()]
+    for upstream, p in missing:
+        seeding = Trainer(config(upstream, p, 1, 1))
+        seeding.export(_task(upstream, p, seeding))
+        del seeding
+    if missing:
+        Path("/proc/self/clear_refs").write_text("5")  # the peaks from here on are this stage's
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+    cfg = config(stage, part, steps + 1, batch)
     base = peak_rss()  # the interpreter with torch imported: not the stage's
     trainer = Trainer(cfg)
     torch.backends.cudnn.benchmark = cudnn_benchmark  # the trainer turns it on on CUDA; off: cuDNN's heuristics
@@ -184,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--steps", type=int, default=2, help="timed steps per stage and batch (after one counted step)")
     ap.add_argument("--batches", default="1,2", help="micro-batches measured (1 and 2 give memory per image)")
     ap.add_argument("--parts", default=",".join(PARTS))
+    ap.add_argument("--stages", default="sketch_ae,image_encoder,local,fusion",
+                    help="stages measured; the stages they load are exported untrained first when not measured")
     ap.add_argument("--gpu", choices=sorted(GPUS), default="h100")
     ap.add_argument("--mfu", type=float, default=0.35, help="assumed share of the GPU's bf16 peak reached")
     ap.add_argument("--global-batch", type=int, default=8, help="the recipe's global batch (params.yaml default 8)")
@@ -219,8 +239,9 @@ def main(argv: list[str] | None = None) -> None:
                 "GFLOP / image", f"TFLOP/s (share of {args.gpu}'s peak)"):
         table.add_column(col, justify="right")
     gpu_peak = GPUS[args.gpu][1]
-    runs = [(s, p) for s in ("sketch_ae", "image_encoder", "local") for p in parts]
-    if set(parts) == set(PARTS):
+    stages = [s for s in args.stages.split(",") if s]
+    runs = [(s, p) for s in ("sketch_ae", "image_encoder", "local") if s in stages for p in parts]
+    if "fusion" in stages and set(parts) == set(PARTS):
         runs.append(("fusion", "fusion"))
     with tempfile.TemporaryDirectory(prefix="dfe-cost-") as tmp:
         root = Path(tmp)

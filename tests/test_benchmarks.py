@@ -4,6 +4,7 @@ Its figures back the README's data-half table; this keeps the command from rotti
 what the output says, never how fast anything was.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -87,6 +88,18 @@ def test_paper_cost_projection_follows_flops_steps_and_the_gpu():
     expected = 1000 * 8 * (2e12 + 6e12) / (0.5 * GPUS["a100"][1]) / 3600
     assert stages[0]["gpu_hours"] == pytest.approx(expected)
     assert stages[0]["memory_bytes"] == pytest.approx(8e9 + 3e9)  # bg, the larger, at 2 images per GPU
+
+
+def test_paper_cost_measures_one_stage_alone_on_untrained_upstream_weights(tmp_path: Path):
+    """--stages local: the stages local loads are exported untrained first, so it is measured
+    (without them the run fails on the missing image encoder) and its rows are written out."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.train_cost", "--profile", "micro", "--stages", "local",
+                          "--parts", "mouth", "--batches", "1", "--steps", "1", "--out", str(tmp_path / "cost.json")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "cost.json").read_text())["rows"]
+    assert [(r["stage"], r["part"], r["batch"]) for r in rows] == [("local", "mouth", 1)], out.stdout + out.stderr
+    assert rows[0]["s_per_step"] > 0 and rows[0]["flops_per_image"] > 0
 
 
 def test_measured_projection_sums_parts_at_the_per_gpu_batch():

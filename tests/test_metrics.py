@@ -224,3 +224,20 @@ def test_optional_metric_status_reports_missing_weights(tmp_path, monkeypatch):
     (ckpt / "pt_inception-2015-12-05-6726825d.pth").write_bytes(b"x")
     status = optional_metric_status()
     assert "Inception weights" not in status["fid"]
+
+
+def test_dlib_models_load_once_and_each_backend_detects_with_its_own_detector(embedder):
+    """Backends and embedders made later in a process reuse the loaded models: the read-only
+    shape predictor is shared, each gets its own detector (it keeps per-call state), and what
+    they find is what a backend of its own finds."""
+    from pipeline.data.landmarks import DlibBackend
+
+    photos = [_london("neutral/001_03.jpg"), _london("smiling/002_08.jpg")]
+    first, second = DlibBackend(), DlibBackend()
+    assert first.predictor is second.predictor and first.detector is not second.detector
+    for photo in photos:
+        a, b = first.detect(photo), second.detect(photo)
+        assert a is not None and np.array_equal(a.landmarks, b.landmarks) and a.score == b.score
+    again = DlibFaceEmbedder()
+    assert again._predictor is embedder._predictor and again._detector is not embedder._detector
+    assert np.array_equal(again.embed(photos), embedder.embed(photos))

@@ -25,6 +25,8 @@ MICRO = {
     "ingest": {"limit": 6},
     "sketch_report": {"faces": 4, "resolution": 0},
     "split": {"test_fraction": 0.34},
+    # three of the twelve shifts (light, camera, framing) keep every shifted path wired at a quarter of the time
+    "shifts": {"shifts": ["warm", "blur_jpeg", "framing"]},
     "components": {"sheet_faces": 4},
     "train": {"log_every": 1, "ckpt_every": 2, "sample_every": 2, "augment": {"enabled": True}},
     "train_sketch_ae": {"steps": 3, "batch_size": 4},
@@ -32,7 +34,7 @@ MICRO = {
     "train_local": {"steps": 2, "batch_size": 4},
     "train_fusion": {"steps": 2, "batch_size": 2},
     "evaluate": {"grid_faces": 2},
-    "dfi": {"classic_k": 1, "classic_faces": 1, "classic_iters": 2, "grid_faces": 2},
+    "dfi": {"classic_k": 1, "classic_faces": 1, "classic_iters": 2, "grid_faces": 2, "shifts": ["warm", "framing"]},
 }
 
 
@@ -89,6 +91,10 @@ def test_repro_builds_everything(project):
     assert (root / "reports" / "evaluate" / "swaps.png").exists() and (root / "reports" / "dfi" / "fast.png").exists()
     dfi = json.loads((root / "reports" / "dfi.json").read_text())
     assert (dfi["n_test"], dfi["n_pairs"], dfi["n_train_with"], dfi["n_train_without"]) == (2, 2, 3, 3)
+    # the shifted faces reach evaluate, and dfi re-creates its own shifted photos, each with the params' shifts
+    shifted = evaluation["shifted"]
+    assert sorted(shifted["per_shift"]) == sorted(MICRO["shifts"]["shifts"]) and shifted["n"] == 4 * 3, shifted
+    assert sorted(dfi["photo_size_shifted"]["per_shift"]) == sorted(MICRO["dfi"]["shifts"]), dfi["photo_size_shifted"]
     metrics = subprocess.run(["dvc", "metrics", "show", "--json"], cwd=root, capture_output=True, text=True)
     assert metrics.returncode == 0 and "reports/ingest.json" in metrics.stdout
 

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from pipeline.data.landmarks import dlib_model_dir
+from pipeline.data.landmarks import dlib_model, dlib_model_dir
 
 # 68-point iBUG index groups, for `landmark_nme(idx=...)`.
 LANDMARK_GROUPS: dict[str, tuple[int, ...]] = {
@@ -219,8 +219,9 @@ class DlibFaceEmbedder:
         # found without importing that package (its __init__ needs pkg_resources).
         mdir = Path(models_dir) if models_dir is not None else dlib_model_dir()
         self._dlib = dlib
-        self._detector = dlib.get_frontal_face_detector()
-        self._predictor = dlib.shape_predictor(_model_file(f"shape_predictor_{landmarks}_face_landmarks.dat", mdir))
+        self._detector = dlib_model("detector")
+        self._predictor = dlib_model("shape_predictor", _model_file(f"shape_predictor_{landmarks}_face_landmarks.dat", mdir))
+        # the descriptor network keeps per-call state and cannot be copied; reading it takes ~0.1 s
         self._encoder = dlib.face_recognition_model_v1(_model_file("dlib_face_recognition_resnet_model_v1.dat", mdir))
         self.upsample = upsample  # 1 finds faces down to ~40 px: our 128-px aligned crops need it
         self.num_jitters = num_jitters

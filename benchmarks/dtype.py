@@ -10,7 +10,8 @@ editor in fp32 eager, in fp32 with channels_last weights, in fp32 with oneDNN's 
 convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 only), and
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
 so that a change in the machine's load hits all alike; and with only the fusion net in bf16
-(`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32); and
+(`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32), or
+the fusion net and bg's generator, the two largest pieces (a path tried, not an option); and
 in fp32 through ONNX Runtime (`--runtime onnx`, models.runtime), and on CPUs with native bf16
 the part networks through ONNX Runtime with the fusion net in bf16 (`--runtime onnx --dtype
 bf16-fusion`). (torch.compile was tried too: at the small profile it compiled for 79 s and then
@@ -197,6 +198,10 @@ def main() -> None:
         paths["fp32, oneDNN bf16 math"] = (editor, "bf16")
     paths["bf16 fusion net only"] = (copy.deepcopy(editor).cast_fusion(torch.bfloat16), "none")  # --dtype bf16-fusion
     paths["bf16 part generators only"] = (generators_in_bf16(editor), "none")
+    # the two largest pieces of a render: the fusion net and bg's generator (the whole face)
+    largest = copy.deepcopy(editor).cast_fusion(torch.bfloat16)
+    largest.parts["bg"] = {**largest.parts["bg"], "generator": InBF16(copy.deepcopy(largest.parts["bg"]["generator"]))}
+    paths["bf16 fusion + bg generator"] = (largest, "none")
     paths["bf16"] = (copy.deepcopy(editor).cast(torch.bfloat16), "none")
     if device.type == "cpu" and args.onnx:  # --runtime onnx
         from pipeline.models.runtime import onnx_editor

@@ -45,7 +45,7 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     assert m and float(m.group(1)) > 20, text
     m = re.search(r"^fp32 channels_last" + row, text, re.M)  # the same arithmetic in another layout
     assert m and (m.group(1) == "inf" or float(m.group(1)) > 60), text
-    for path in ("bf16 fusion net only", "bf16 part generators only"):
+    for path in ("bf16 fusion net only", "bf16 part generators only", "bf16 fusion + bg generator"):
         m = re.search("^" + re.escape(path) + row, text, re.M)
         assert m and (m.group(1) == "inf" or float(m.group(1)) > 20), (path, text)
     # whole commands: shared work gives each render's own output, and the own-colour sketch

@@ -110,7 +110,6 @@ def resolve_dtype(dtype: str, device) -> Any:
 
     if dtype in ("auto", FUSION_ONLY):
         return torch.float32
-        return torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16, {FUSION_ONLY} or fp32")
     return getattr(torch, DTYPES[dtype])

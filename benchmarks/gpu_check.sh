@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The GPU figures of the README ("Measured on a GPU") in one run, on a machine with one CUDA GPU:
+# The GPU figures of the README ("Measured on one H200") in one run, on a machine with one CUDA GPU:
 #
 #   OUT=outputs/gpu bash benchmarks/gpu_check.sh      # from the repository root, data/components present (~9 min)
 #
 # 1. edit latency, small and paper profile (benchmarks.edit), and fp32 against bf16 (benchmarks.dtype);
 # 2. training steps at the paper profile, bf16 autocast, every stage and part (benchmarks.train_cost);
 # 3. the sketch autoencoder of the mouth at the default params, plain and under torchrun (NCCL, DDP);
-# 4. the local stage's mouth with autocast off, with cudnn.benchmark off, and at 8 images per step.
+# 4. 8 images per step: bg's local stage, fusion, and the mouth's local stage in fp32;
+# 5. the mouth at 1 image per step with autocast off and with cudnn.benchmark off.
 # Each check has its own time limit and later ones are skipped past BUDGET seconds, so one
 # failure or a slow machine still returns what ran. Everything goes to $OUT/gpu.log.
 set -u
@@ -60,10 +61,17 @@ ddp() {  # a function: `check` runs it through bash -c
 export -f ddp
 check torchrun 150 bash -c ddp
 
+# 8 images per step on one GPU (the recipe's global batch): the largest part's local stage and
+# fusion (each on untrained upstream weights), then the mouth's local stage in fp32 against bf16.
+check train-cost-b8-bg 90 python3 -m benchmarks.train_cost --parts bg --stages local --batches 8 --steps 5 --gpu h200 \
+    --gpus 1 --out "$OUT/cost_b8_bg.json"
+check train-cost-b8-fusion 120 python3 -m benchmarks.train_cost --stages fusion --batches 8 --steps 5 --gpu h200 --gpus 1 \
+    --out "$OUT/cost_b8_fusion.json"
+check train-cost-b8-fp32 90 python3 -m benchmarks.train_cost --parts mouth --stages local --batches 8 --steps 5 \
+    --gpu h200 --gpus 1 --amp off --out "$OUT/cost_b8_fp32.json"
+# At 1 image per step, the mouth in fp32 and with cuDNN's heuristic kernels (measured once: README).
 check train-cost-fp32 90 python3 -m benchmarks.train_cost --parts mouth --batches 1 --steps 10 --gpu h200 --amp off \
     --out "$OUT/cost_fp32.json"
 check train-cost-cudnn-off 90 python3 -m benchmarks.train_cost --parts mouth --batches 1 --steps 10 --gpu h200 \
     --no-cudnn-benchmark --out "$OUT/cost_cudnn_off.json"
-check train-cost-b8 90 python3 -m benchmarks.train_cost --parts mouth --batches 8 --steps 5 --gpu h200 --gpus 1 \
-    --global-batch 8 --out "$OUT/cost_b8.json"
 echo "== done in ${SECONDS} s"

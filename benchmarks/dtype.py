@@ -83,6 +83,15 @@ def generators_in_bf16(editor):
     return ed
 
 
+def with_bf16_fusion(run_by_onnx, fusion: torch.nn.Module):
+    """A shallow copy of an ONNX Runtime editor sharing its part sessions, with a bf16 copy of
+    the PyTorch `fusion` net: what `--runtime onnx --dtype bf16-fusion` runs (onnx_editor keeps
+    a bf16 fusion net in PyTorch), without exporting the part networks again."""
+    mixed = copy.copy(run_by_onnx)
+    mixed.fusion = copy.deepcopy(fusion)
+    return mixed.cast_fusion(torch.bfloat16)
+
+
 def timed_edit(editor, faces) -> tuple[float, float, np.ndarray]:
     """Wall and CPU seconds of one edit, and its output."""
     geo, app, mouth = faces
@@ -211,10 +220,7 @@ def main() -> None:
         run_by_onnx.parts = dict(editor.parts)  # onnx_editor replaces each part's modules in this dict
         paths["fp32, ONNX Runtime"] = (onnx_editor(run_by_onnx, cache=False), "none")
         if native_bf16(device) == "yes":  # --runtime onnx --dtype bf16-fusion
-            mixed = copy.copy(run_by_onnx)  # the part sessions shared, the fusion net a bf16 copy (as onnx_editor keeps it)
-            mixed.fusion = copy.deepcopy(editor.fusion)
-            mixed.cast_fusion(torch.bfloat16)  # what --dtype bf16-fusion does to it
-            paths["ONNX Runtime, bf16 fusion"] = (mixed, "none")
+            paths["ONNX Runtime, bf16 fusion"] = (with_bf16_fusion(run_by_onnx, editor.fusion), "none")
         print(f"ONNX Runtime sessions exported and built in {time.perf_counter() - t0:.0f} s")
     rows: dict[str, tuple[list[float], list[float], np.ndarray]] = {k: ([], [], None) for k in paths}
     mkldnn = torch.backends.mkldnn

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from pipeline import PARTS
-from benchmarks.dtype import native_bf16
+from benchmarks.dtype import native_bf16, with_bf16_fusion
 from pipeline.core.profiles import Profile, get_profile, part_boxes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -360,9 +360,7 @@ def main() -> None:
                 rows.append(("paper", "random", f"models per stroke, ONNX Runtime fp32, {threads} thread(s)", mo))
                 ratios.append((f"paper, ONNX Runtime over fp32, {threads} thread(s)", statistics.median(mo) / statistics.median(m)))
                 if native_bf16(torch.device("cpu")) == "yes":  # `dfe studio --runtime onnx --dtype bf16-fusion`
-                    mixed = copy.copy(run_by_onnx)  # the part sessions, and a bf16 copy of the fusion net
-                    mixed.fusion = copy.deepcopy(editor.fusion)
-                    mixed.cast_fusion(torch.bfloat16)  # what --dtype bf16-fusion does to it
+                    mixed = with_bf16_fusion(run_by_onnx, editor.fusion)
                     mb, _ = time_updates(make_studio(mixed), photo, args.paper_iters, warmup=1)
                     rows.append(("paper", "random", f"models per stroke, ONNX Runtime + bf16 fusion, {threads} thread(s)", mb))
                     ratios.append((f"paper, ONNX Runtime + bf16 fusion over fp32, {threads} thread(s)",

@@ -18,7 +18,7 @@ import typer
 
 from pipeline.core.progress import console
 
-from .common import comma_floats, comma_names, config_from, fail
+from .common import DTYPE_HELP, comma_floats, comma_names, config_from, fail
 
 
 def _editor(cfg: dict, dtype_name: Optional[str] = None):
@@ -98,7 +98,7 @@ def attribute_cmd(
     profile: Optional[str] = typer.Option(None, help="paper | small | micro (params.yaml: profile)"),
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights (params.yaml: edit.models_dir)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
-    dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto: bf16-fusion on CUDA, fp32 on CPU (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16 (CUDA, and CPUs with native bf16)"),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather (params.yaml: edit.feather)"),
     k: Optional[int] = typer.Option(None, "--k", help="classic: nearest examples per side (params.yaml: dfi.classic_k)"),
     iters: Optional[int] = typer.Option(None, help="classic: L-BFGS iterations (params.yaml: dfi.classic_iters)"),

@@ -18,7 +18,7 @@ import typer
 from pipeline.core.progress import console
 from pipeline.editing.compose import ComposeSettings
 
-from .common import config_from, fail
+from .common import DTYPE_HELP, config_from, fail
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,6 @@ class EditSettings:
     sketcher: str
     render: str
     compose: ComposeSettings = field(default_factory=ComposeSettings)
-
-
-_DTYPE_HELP = ("bf16 | bf16-fusion | fp32 | auto: bf16-fusion on CUDA, fp32 on CPU (params.yaml: edit.dtype); "
-               "bf16-fusion: only the fusion net in bf16 (CUDA, and CPUs with native bf16)")
 
 
 def _settings(profile: Optional[str], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +94,7 @@ def edit_cmd(
     models_dir: Optional[str] = typer.Option(None, "--models", help="trained weights (params.yaml: edit.models_dir)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
     feather: Optional[float] = typer.Option(None, help="paste-back mask feather, fraction of the face (params.yaml: edit.feather)"),
-    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     render: Optional[str] = typer.Option(
         None, help="compose: the photo keeps the person, only the edit goes in | full: paste the networks' whole render "
                    "(params.yaml: edit.render; --aligned defaults to full)"),
@@ -149,7 +145,7 @@ def sketch_cmd(
         None, help="official: the authors' photo-to-sketch generator (imported) | synth: our sketch synthesis | "
                    "auto: official when MODELS has it (params.yaml: edit.sketcher)"),
     models_dir: Optional[str] = typer.Option(None, "--models", help="weights, for --sketcher official (params.yaml: edit.models_dir)"),
-    dtype: Optional[str] = typer.Option(None, help=_DTYPE_HELP),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
 ) -> None:
     """Write a photo's editable sketch (aligned frame, or the photo's frame to draw over)."""
     from pipeline.editing.edit import EditInputError, FaceDetector, photo_sketch

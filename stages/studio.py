@@ -18,7 +18,7 @@ import typer
 
 from pipeline.core.progress import console
 
-from .common import config_from, fail
+from .common import DTYPE_HELP, config_from, fail
 
 INSTALL = 'pip install -e ".[studio]"'
 
@@ -97,7 +97,7 @@ def studio_cmd(
     vectors: Optional[str] = typer.Option(None, "--vectors",
                                           help="folder of attribute vectors, .safetensors (default: outputs/dfi)"),
     device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (params.yaml: edit.device)"),
-    dtype: Optional[str] = typer.Option(None, help="bf16 | bf16-fusion | fp32 | auto: bf16-fusion on CUDA, fp32 on CPU (params.yaml: edit.dtype); bf16-fusion: only the fusion net in bf16 (CUDA, and CPUs with native bf16)"),
+    dtype: Optional[str] = typer.Option(None, help=DTYPE_HELP),
     runtime: Optional[str] = typer.Option(
         None, help="torch | onnx (params.yaml: edit.runtime); onnx: the networks run by ONNX Runtime, CPU fp32 "
                    "(with --dtype bf16-fusion the fusion net stays in PyTorch bf16), faster per stroke once loaded "

@@ -77,16 +77,14 @@ def dlib_model(kind: str, path: str | os.PathLike | None = None):
 
     import dlib
 
+    if kind not in ("detector", "shape_predictor"):
+        raise ValueError(f"unknown dlib model {kind!r}; choose detector or shape_predictor")
     key = (kind, str(path))
     with _DLIB_LOCK:
         if key not in _DLIB_LOADED:
-            load = {"detector": lambda: dlib.get_frontal_face_detector(),
-                    "shape_predictor": lambda: dlib.shape_predictor(str(path))}[kind]
-            _DLIB_LOADED[key] = load()
+            _DLIB_LOADED[key] = dlib.get_frontal_face_detector() if kind == "detector" else dlib.shape_predictor(str(path))
         model = _DLIB_LOADED[key]
-    if kind == "shape_predictor":
-        return model
-    return pickle.loads(pickle.dumps(model))
+    return model if kind == "shape_predictor" else pickle.loads(pickle.dumps(model))
 
 
 class DlibBackend:

@@ -3,6 +3,8 @@
     python -m benchmarks.dtype                     # paper profile at 512 px, on the CPU
     python -m benchmarks.dtype --device cuda --iters 5
     python -m benchmarks.dtype --profile small     # quick look
+    python -m benchmarks.dtype --layers            # which convolutions bf16 costs precision in
+    python -m benchmarks.dtype --trained models --profile small   # the dtypes on trained weights, London test faces
 
 One edit as `dfe edit` runs it on an aligned face, model only (E_image geometry, appearance
 codes of two donors, part generators, global fusion): the same random inputs go through the
@@ -11,7 +13,8 @@ convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
 so that a change in the machine's load hits all alike; and with only the fusion net in bf16
 (`--dtype bf16-fusion`), or only the part generators (inputs cast in, outputs back to fp32), or
-the fusion net and bg's generator, the two largest pieces (a path tried, not an option); and
+the fusion net and bg's generator, the two largest pieces (a path tried, not an option), or the
+fusion net and the part nets' residual blocks (`--dtype bf16-mixed`, Editor.cast_blocks); and
 in fp32 through ONNX Runtime (`--runtime onnx`, models.runtime), and on CPUs with native bf16
 the part networks through ONNX Runtime with the fusion net in bf16 (`--runtime onnx --dtype
 bf16-fusion`). (torch.compile was tried too: at the small profile it compiled for 79 s and then
@@ -69,8 +72,8 @@ class InBF16(torch.nn.Module):
     def style(self, x):
         return self._f32(self.net.style(x.to(torch.bfloat16)))
 
-    def decode(self, g, c):
-        return self._f32(self.net.decode(g.to(torch.bfloat16), c.to(torch.bfloat16)))
+    def feature(self, g, c):
+        return self._f32(self.net.feature(g.to(torch.bfloat16), c.to(torch.bfloat16)))
 
 
 def generators_in_bf16(editor):
@@ -90,6 +93,111 @@ def with_bf16_fusion(run_by_onnx, fusion: torch.nn.Module):
     mixed = copy.copy(run_by_onnx)
     mixed.fusion = copy.deepcopy(fusion)
     return mixed.cast_fusion(torch.bfloat16)
+
+
+class ConvInBF16(torch.nn.Module):
+    """One convolution in bf16, channels_last, inside an fp32 net: input cast in, output back."""
+
+    def __init__(self, conv: torch.nn.Module) -> None:
+        super().__init__()
+        self.conv = copy.deepcopy(conv).to(torch.bfloat16).to(memory_format=torch.channels_last)
+
+    def forward(self, x):
+        return self.conv(x.to(torch.bfloat16, memory_format=torch.channels_last)).float().contiguous()
+
+
+def editor_convs(editor) -> list[tuple[str, torch.nn.Module, str, torch.nn.Module]]:
+    """(name, parent, attribute, conv) of every convolution of the editor's nets, each shared net once."""
+    nets: dict[int, tuple[str, list[str], torch.nn.Module]] = {}
+    for part, modules in editor.parts.items():
+        for kind, net in modules.items():
+            nets.setdefault(id(net), (kind, [], net))[1].append(part)
+    out = []
+    for kind, parts, net in [*nets.values(), ("fusion", list(editor.parts), editor.fusion)]:
+        label = kind if len(parts) == len(editor.parts) else f"{kind}[{','.join(parts)}]"  # shared by every part: its kind
+        for path, parent in net.named_modules():
+            for attr, child in parent.named_children():
+                if isinstance(child, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+                    out.append((f"{label}.{path}.{attr}".replace("..", "."), parent, attr, child))
+    return out
+
+
+def layer_sensitivity(editor, faces) -> None:
+    """Each convolution alone in bf16 (ConvInBF16, the rest fp32): the squared error it adds to the
+    edit's uint8 output, and its time in fp32 and in bf16 (summed over the parts that share it);
+    marked where `--dtype bf16-mixed` runs it in bf16 (a part net's residual block, or the fusion net)."""
+    def conv_times(ed) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        hooks = []
+        for name, parent, attr, _ in editor_convs(ed):
+            module = getattr(parent, attr)
+            if isinstance(parent, ConvInBF16):  # time the cast in and out too
+                module, name = parent, name.rsplit(".", 1)[0]
+            start = {}
+            hooks += [module.register_forward_pre_hook(lambda m, i, start=start: start.__setitem__(0, time.perf_counter())),
+                      module.register_forward_hook(lambda m, i, o, name=name, start=start: spent.__setitem__(
+                          name, spent.get(name, 0.0) + time.perf_counter() - start[0]))]
+        timed_edit(ed, faces)  # warm-up
+        spent.clear()
+        timed_edit(ed, faces)
+        for h in hooks:
+            h.remove()
+        return spent
+
+    def in_bf16(keep) -> object:
+        ed = copy.deepcopy(editor)
+        for name, parent, attr, conv in editor_convs(ed):
+            if keep(name):
+                setattr(parent, attr, ConvInBF16(conv))
+        return ed
+
+    _, _, ref = timed_edit(editor, faces)
+    t32, t16 = conv_times(editor), conv_times(in_bf16(lambda name: True))
+    print(f"{'convolution alone in bf16':58} {'MSE':>7} {'fp32 ms':>8} {'bf16 ms':>8}  bf16-mixed")
+    total = {True: [0.0, 0.0], False: [0.0, 0.0]}
+    for name, *_ in editor_convs(editor):
+        if name not in t32:
+            continue  # not in this edit (the sketch encoder: geometry comes from a photo here)
+        _, _, out = timed_edit(in_bf16(lambda n, name=name: n == name), faces)
+        mse = float(np.mean((out.astype(np.float64) - ref.astype(np.float64)) ** 2))
+        mixed = name.startswith("fusion") or ".conv_block." in name
+        total[mixed][0] += mse
+        total[mixed][1] += t32[name] - t16[name]
+        print(f"{name:58} {mse:7.3f} {1e3 * t32[name]:8.1f} {1e3 * t16[name]:8.1f}  {'yes' if mixed else ''}")
+    for mixed, (mse, saved) in total.items():
+        print(f"{'in bf16-mixed' if mixed else 'kept in fp32'}: summed MSE {mse:.2f} (40 dB allows 6.50), "
+              f"bf16 would save {saved:.2f} s")
+
+
+def trained_paths(models_dir: str, profile: str, aligned_dir: str, split_csv: str, n: int) -> None:
+    """The dtypes on trained weights: `n` test faces of the aligned set, each edited with the next
+    one's colours (E_image geometry), every path's PSNR from fp32 (mean, lowest) and its time."""
+    import pandas as pd
+
+    from pipeline.models.editor import load_editor
+
+    faces = np.load(f"{aligned_dir}/images.npy", mmap_mode="r")
+    rows = pd.read_csv(f"{aligned_dir}/manifest.csv").merge(pd.read_csv(split_csv, dtype=str)[["id", "split"]], on="id")
+    test = rows[rows.split == "test"].row.tolist()[:n]
+    if len(test) < 2:
+        raise SystemExit(f"fewer than 2 test faces in {aligned_dir} (split {split_csv}): run `dvc repro split align`")
+    bf16 = torch.bfloat16
+    paths = {"fp32": {}, "bf16-fusion": {"fusion_dtype": bf16}, "bf16-mixed": {"fusion_dtype": bf16, "block_dtype": bf16},
+             "bf16": {"dtype": bf16}}
+    outs, secs = {}, {}
+    for name, kwargs in paths.items():
+        editor = load_editor(models_dir, profile, **kwargs)
+        edit_aligned(editor, faces[test[1]], geometry_photo=faces[test[0]])  # warm-up
+        t = time.perf_counter()
+        outs[name] = [edit_aligned(editor, faces[b], geometry_photo=faces[a]) for a, b in zip(test, test[1:] + test[:1])]
+        secs[name] = time.perf_counter() - t
+    print(f"{profile} profile, trained weights from {models_dir}, {len(test)} test faces of {aligned_dir}, "
+          f"each edited with the next one's colours")
+    print(f"{'path':14} {'x fp32':>7} {'PSNR mean':>10} {'lowest':>8}")
+    for name in paths:
+        psnr = [psnr_uint8(o, r) for o, r in zip(outs[name], outs["fp32"])]
+        cells = ("-", "-") if name == "fp32" else (f"{np.mean(psnr):.1f} dB", f"{min(psnr):.1f} dB")
+        print(f"{name:14} {secs[name] / secs['fp32']:7.2f} {cells[0]:>10} {cells[1]:>8}")
 
 
 def timed_edit(editor, faces) -> tuple[float, float, np.ndarray]:
@@ -178,11 +286,20 @@ def main() -> None:
     ap.add_argument("--alone", action="store_true",
                     help="fp32 eager, ONNX Runtime (and with the fusion net in bf16, on CPUs with native bf16) each "
                          "in a process of its own (as a user runs one), not taking turns")
+    ap.add_argument("--layers", action="store_true",
+                    help="instead: each convolution alone in bf16, the error it adds and the time it saves")
+    ap.add_argument("--trained", metavar="MODELS",
+                    help="instead: the dtypes on these trained weights (at --profile) and the test faces of --aligned")
+    ap.add_argument("--aligned", default="data/aligned", help="with --trained: the align stage's output")
+    ap.add_argument("--split", default="data/split/split.csv", help="with --trained: the split stage's table")
+    ap.add_argument("--faces", type=int, default=12, help="with --trained: test faces edited")
     ap.add_argument("--only", choices=ALONE, help=argparse.SUPPRESS)  # one path, for --alone
     ap.add_argument("--dump", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.alone:
         return alone(args)
+    if args.trained:
+        return trained_paths(args.trained, args.profile, args.aligned, args.split, args.faces)
     device, profile = torch.device(args.device), get_profile(args.profile)
     r = profile.resolution
     if args.only:
@@ -195,6 +312,8 @@ def main() -> None:
     print(f"modules built in {time.perf_counter() - t0:.1f} s")
     rng = np.random.default_rng(0)
     faces = [rng.integers(0, 256, (r, r, 3), dtype=np.uint8) for _ in range(3)]
+    if args.layers:
+        return layer_sensitivity(editor, faces)
 
     # (editor, oneDNN precision of fp32 convolutions and matmuls): "bf16" rounds their inputs to
     # bf16 and accumulates in fp32 on CPUs with native bf16, the activations stay fp32 in between
@@ -211,6 +330,8 @@ def main() -> None:
     largest = copy.deepcopy(editor).cast_fusion(torch.bfloat16)
     largest.parts["bg"] = {**largest.parts["bg"], "generator": InBF16(copy.deepcopy(largest.parts["bg"]["generator"]))}
     paths["bf16 fusion + bg generator"] = (largest, "none")
+    # --dtype bf16-mixed: the fusion net and every residual block of the part nets in bf16
+    paths["bf16-mixed"] = (copy.deepcopy(editor).cast_fusion(torch.bfloat16).cast_blocks(torch.bfloat16), "none")
     paths["bf16"] = (copy.deepcopy(editor).cast(torch.bfloat16), "none")
     if device.type == "cpu" and args.onnx:  # --runtime onnx
         from pipeline.models.runtime import onnx_editor
@@ -245,6 +366,7 @@ def main() -> None:
     if args.commands:
         print()
         others = {label: paths[name][0] for name, label in (("bf16 fusion net only", "bf16-fusion"),
+                                                             ("bf16-mixed", "bf16-mixed"),
                                                              ("fp32, ONNX Runtime", "onnx"),
                                                              ("ONNX Runtime, bf16 fusion", "onnx+bf16-fusion"))
                   if name in paths}

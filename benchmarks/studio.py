@@ -24,7 +24,8 @@ Rows:
   ~1.2 B parameters; per stroke through ONNX Runtime in fp32 (`dfe studio --runtime onnx`, one
   warm-up stroke first); on CPUs with native bf16 also per stroke with the fusion net in bf16
   (`dfe studio --dtype bf16-fusion`), alone and beside ONNX Runtime's part networks
-  (`--runtime onnx --dtype bf16-fusion`).
+  (`--runtime onnx --dtype bf16-fusion`), and with the part nets' residual blocks in bf16 as well
+  (`dfe studio --dtype bf16-mixed`).
 
 The browser helpers here (`start_studio`, `draw_stroke`, ...) also serve tests/test_studio.py.
 """
@@ -371,6 +372,10 @@ def main() -> None:
                 rows.append(("paper", "random", f"models per stroke, fusion net in bf16, {threads} thread(s)", m16))
                 ratios.append((f"paper, fusion net in bf16 over fp32, {threads} thread(s)",
                                statistics.median(m16) / statistics.median(m)))
+                editor.cast_blocks(torch.bfloat16)  # `dfe studio --dtype bf16-mixed`: the parts' residual blocks too
+                mm, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)
+                rows.append(("paper", "random", f"models per stroke, bf16-mixed, {threads} thread(s)", mm))
+                ratios.append((f"paper, bf16-mixed over fp32, {threads} thread(s)", statistics.median(mm) / statistics.median(m)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_models import PROFILE, models  # noqa: F401  (fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -45,7 +47,7 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     assert m and float(m.group(1)) > 20, text
     m = re.search(r"^fp32 channels_last" + row, text, re.M)  # the same arithmetic in another layout
     assert m and (m.group(1) == "inf" or float(m.group(1)) > 60), text
-    for path in ("bf16 fusion net only", "bf16 part generators only", "bf16 fusion + bg generator"):
+    for path in ("bf16 fusion net only", "bf16 part generators only", "bf16 fusion + bg generator", "bf16-mixed"):
         m = re.search("^" + re.escape(path) + row, text, re.M)
         assert m and (m.group(1) == "inf" or float(m.group(1)) > 20), (path, text)
     # whole commands: shared work gives each render's own output, and the own-colour sketch
@@ -57,6 +59,51 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     assert all(m.group(6) == "identical" for m in rows.values()), text
     assert rows["dfe edit -s (own colours)"].group(4, 5) == ("2", "3"), text
     assert rows["dfe edit -a OTHER"].group(4, 5) == ("2", "2"), text
+
+
+def test_dtype_benchmark_layers_measures_each_convolution_alone_in_bf16():
+    """--layers: one row per convolution of the edit (each alone in bf16), marked where
+    bf16-mixed puts it in bf16 (residual blocks of the part nets, the fusion net), then the sums."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", "micro", "--layers"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = re.findall(r"^(\S+)\s+(\d+\.\d{3})\s+(\d+\.\d)\s+(\d+\.\d)\s*(yes)?$", out.stdout, re.M)
+    marked = {name: bool(yes) for name, *_, yes in rows}
+    assert marked["image_encoder.model.1"] is False and marked["fusion.model.1"] is True, out.stdout
+    assert any(".conv_block." in n and m for n, m in marked.items() if n.startswith("generator")), out.stdout
+    assert not any(n.startswith("sketch_encoder") for n in marked), out.stdout  # geometry from a photo here
+    assert sum(float(mse) > 0 for _, mse, *_ in rows) > len(rows) // 2, out.stdout  # bf16 really ran
+    sums = re.findall(r"^(in bf16-mixed|kept in fp32): summed MSE (\d+\.\d\d)", out.stdout, re.M)
+    assert [k for k, _ in sums] == ["in bf16-mixed", "kept in fp32"], out.stdout
+    total = {k: float(v) for k, v in sums}
+    assert abs(total["in bf16-mixed"] - sum(float(mse) for n, mse, *_ in rows if marked[n])) < 0.01 * len(rows)
+
+
+def test_dtype_benchmark_on_trained_weights_compares_every_path_with_fp32(models, tmp_path, capsys):
+    """--trained: the micro models on a few aligned test faces; every dtype's row, fp32 the
+    reference, the bf16 paths near it and not identical (bf16 really ran); train faces unused."""
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks.dtype import trained_paths
+
+    rng = np.random.default_rng(0)
+    aligned = tmp_path / "aligned"
+    aligned.mkdir()
+    np.save(aligned / "images.npy", rng.integers(0, 256, (5, 128, 128, 3), dtype=np.uint8))
+    ids = [f"face{i}" for i in range(5)]
+    pd.DataFrame({"row": range(5), "id": ids}).to_csv(aligned / "manifest.csv", index=False)
+    pd.DataFrame({"id": ids, "split": ["test", "train", "test", "test", "val"]}).to_csv(tmp_path / "split.csv", index=False)
+    trained_paths(str(models), PROFILE, str(aligned), str(tmp_path / "split.csv"), 12)
+    text = capsys.readouterr().out
+    assert "3 test faces" in text, text
+    assert re.search(r"^fp32\s+1\.00\s+-\s+-$", text, re.M), text
+    for path in ("bf16-fusion", "bf16-mixed", "bf16"):
+        m = re.search(rf"^{path}\s+\d+\.\d\d\s+(\d+\.\d) dB\s+(\d+\.\d) dB$", text, re.M)
+        assert m and 25 < float(m.group(2)) <= float(m.group(1)) < 99, (path, text)
+    pd.DataFrame({"id": ids, "split": ["train"] * 5}).to_csv(tmp_path / "split.csv", index=False)
+    with pytest.raises(SystemExit, match="fewer than 2 test faces"):
+        trained_paths(str(models), PROFILE, str(aligned), str(tmp_path / "split.csv"), 12)
 
 
 def test_train_benchmark_compares_paths_and_projects_params_steps():

@@ -243,3 +243,43 @@ def test_bf16_fusion_runs_only_the_fusion_net_in_bf16_and_stays_close_to_fp32(mo
     r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "--dtype", "fp16", "-o", str(tmp_path / "x.png"),
                             "--profile", PROFILE, "--models", str(models), "--device", "cpu"])
     assert r.exit_code != 0 and "bf16-fusion" in r.output
+
+
+def test_bf16_mixed_runs_the_fusion_net_and_the_residual_blocks_in_bf16(models, photos, tmp_path):
+    """--dtype bf16-mixed: the fusion net and every residual block of the part nets in bf16, the
+    stems, up/down-sampling and heads in fp32; the edit stays near fp32's and is not identical."""
+    import torch
+
+    from pipeline.core.config import resolve_block_dtype, resolve_dtype, resolve_fusion_dtype
+    from pipeline.models.editor import load_editor
+    from pipeline.models.networks import ResBlock
+
+    resolved = (resolve_dtype("bf16-mixed", "cpu"), resolve_fusion_dtype("bf16-mixed", "cpu"),
+                resolve_block_dtype("bf16-mixed", "cpu"))
+    assert resolved == (torch.float32, torch.bfloat16, torch.bfloat16)
+    assert all(resolve_block_dtype(d, dev) is None for d in ("fp32", "bf16", "bf16-fusion", "auto")
+               for dev in ("cpu", "cuda"))
+    editor = load_editor(models, PROFILE, fusion_dtype=torch.bfloat16, block_dtype=torch.bfloat16)
+    assert next(editor.fusion.parameters()).dtype == torch.bfloat16
+    for name in ("image_encoder", "sketch_encoder", "generator"):
+        net = editor.parts["mouth"][name]
+        blocks = [m for m in net.modules() if isinstance(m, ResBlock)]
+        assert blocks and all(b.branch_dtype == torch.bfloat16 for b in blocks)
+        in_blocks = {id(p) for b in blocks for p in b.parameters()}
+        others = [p for p in net.parameters() if id(p) not in in_blocks]
+        assert others and all(p.dtype == torch.float32 for p in others), name
+        assert all(p.dtype == torch.bfloat16 for b in blocks for p in b.parameters())
+    editor.cast(torch.float32)  # a later cast of the whole editor undoes it
+    assert editor.block_dtype is None and all(b.branch_dtype is None for b in editor.parts["bg"]["generator"].modules()
+                                              if isinstance(b, ResBlock))
+
+    outs = {}
+    for dtype in ("fp32", "bf16-mixed"):
+        out = tmp_path / f"{dtype}.png"
+        r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "--render", "full", "--aligned",
+                                "--dtype", dtype, "-o", str(out), "--profile", PROFILE, "--models", str(models),
+                                "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        outs[dtype] = _read(out).astype(np.float64)
+    mse = np.mean((outs["fp32"] - outs["bf16-mixed"]) ** 2)
+    assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 30, mse

@@ -203,3 +203,46 @@ def test_multiscale_discriminator_returns_features_per_scale() -> None:
         assert scale[-1].shape[:2] == (2, 1)
     assert out[1][0].shape[-1] < out[0][0].shape[-1]  # the second scale sees a downsampled input
 
+
+
+def test_generator_feature_is_decode_without_its_rgb_head() -> None:
+    """The editor asks only for the feature map: the same tensor as decode's, without the head."""
+    profile = get_profile("small")
+    torch.manual_seed(0)
+    gen = PartGenerator(profile).eval()
+    z, code = torch.randn(2, profile.latent_channels, 2, 2), torch.rand(2, profile.app_code)
+    rgb, feature = gen.decode(z, code)
+    assert torch.equal(gen.feature(z, code), feature) and rgb.shape[1] == 3 and feature.shape[1] == profile.ngf
+    assert all(m.weight is None for m in gen.model.modules() if isinstance(m, AdaIN))
+
+
+@pytest.mark.parametrize("norm", ["in", "adain"])
+def test_a_bf16_residual_block_keeps_the_fp32_stream(norm: str) -> None:
+    """ResBlock.cast(bf16): the branch runs in bf16 channels_last, the sum and output stay fp32,
+    close to the fp32 block; with `branch_dtype` None again (Editor.cast) the branch is fp32 again."""
+    import copy
+
+    from pipeline.models.networks import ResBlock
+
+    torch.manual_seed(0)
+    block = ResBlock(32, norm=norm).eval()
+    adains = [m for m in block.modules() if isinstance(m, AdaIN)]
+    for m in adains:  # per-sample parameters in fp32, as PartGenerator assigns them
+        m.set_params(torch.rand(2, 32) + 0.5, torch.randn(2, 32) * 0.1)
+    x = torch.randn(2, 32, 16, 16)
+    ref = block(x)
+    half = copy.deepcopy(block)
+    for a, b in zip([m for m in half.modules() if isinstance(m, AdaIN)], adains):
+        a.set_params(b.weight, b.bias)
+    half.cast(torch.bfloat16)
+    seen = []
+    half.conv_block[1].conv.register_forward_hook(lambda mod, i, o: seen.append((i[0].dtype, o.dtype)))
+    out = half(x)
+    assert seen == [(torch.bfloat16, torch.bfloat16)]
+    assert out.dtype == torch.float32 and out.is_contiguous()
+    assert half.conv_block[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    err = (out - ref).abs()
+    assert 0 < err.max() < 0.1 and err.mean() < 0.01, (err.max(), err.mean())
+    half.to(torch.float32).branch_dtype = None  # what Editor.cast does: fp32 throughout again
+    half(x)
+    assert seen[-1] == (torch.float32, torch.float32)

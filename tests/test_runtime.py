@@ -68,6 +68,8 @@ def test_onnx_runtime_is_the_cpu_fp32_path(tmp_path):
     pytest.importorskip("onnxruntime", reason="pip install onnx onnxruntime (the `onnx` extra)")
     with pytest.raises(ValueError, match="CPU fp32 path"):
         R.onnx_editor(_editor().cast(torch.bfloat16), cache=tmp_path)
+    with pytest.raises(ValueError, match="residual blocks torch.bfloat16"):  # --dtype bf16-mixed: not with onnx
+        R.onnx_editor(_editor().cast_fusion(torch.bfloat16).cast_blocks(torch.bfloat16), cache=tmp_path)
     editor = R.onnx_editor(_editor(), threads=1, cache=False)
     with pytest.raises(ValueError, match="runs in fp32"):
         editor.cast(torch.bfloat16)

@@ -99,19 +99,23 @@ DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16
 # Only the fusion net in bf16, the part nets in fp32: on CPUs with native bf16 a third less time
 # per 512 px render at ~43 dB from fp32 (python -m benchmarks.dtype), where all-bf16 gives ~34 dB.
 FUSION_ONLY = "bf16-fusion"
+# The fusion net and the part nets' residual blocks in bf16, the rest of the part nets fp32: on
+# CPUs with native bf16 (AMX) under half of fp32's time per 512 px render at ~41 dB from fp32
+# (python -m benchmarks.dtype; the stems, down/up-sampling and heads are the sensitive layers).
+MIXED = "bf16-mixed"
 
 
 def resolve_dtype(dtype: str, device) -> Any:
     """The inference torch.dtype for a params/CLI string: bf16 | fp32, or "auto" (fp32: on CUDA
     "auto" is bf16-fusion, whose part nets are fp32; a CPU runs bf16 fast only with native
     support, and fp32 is the reference). bf16-fusion: fp32 here, the fusion net's own dtype comes
-    from `resolve_fusion_dtype`."""
+    from `resolve_fusion_dtype`; bf16-mixed: fp32 here too, with `resolve_block_dtype`."""
     import torch
 
-    if dtype in ("auto", FUSION_ONLY):
+    if dtype in ("auto", FUSION_ONLY, MIXED):
         return torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16, {FUSION_ONLY} or fp32")
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, bf16, {FUSION_ONLY}, {MIXED} or fp32")
     return getattr(torch, DTYPES[dtype])
 
 
@@ -126,7 +130,16 @@ def resolve_fusion_dtype(dtype: str, device) -> Any:
     resolve_dtype(dtype, device)  # the same check of the name
     if dtype == "auto":
         return torch.bfloat16 if torch.device(device).type == "cuda" else None
-    return torch.bfloat16 if dtype == FUSION_ONLY else None
+    return torch.bfloat16 if dtype in (FUSION_ONLY, MIXED) else None
+
+
+def resolve_block_dtype(dtype: str, device) -> Any:
+    """The part nets' residual blocks' torch.dtype (models.editor.Editor.cast_blocks) for the same
+    string: bf16 for bf16-mixed, else None (the editor's own)."""
+    import torch
+
+    resolve_dtype(dtype, device)
+    return torch.bfloat16 if dtype == MIXED else None
 
 
 def pick(value: Any, default: Any) -> Any:

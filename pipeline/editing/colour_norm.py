@@ -232,17 +232,19 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None, runtime="to
     """The editor every command that takes a user's photo uses: the weights under `models_dir`
     (models.editor.load_editor) with the training faces' colour range when the folder has one,
     so a photo in light the networks never saw is moved into their range and back. `dtype`: a
-    torch.dtype, or the params/CLI name (auto | bf16 | bf16-fusion | fp32, core.config), None:
+    torch.dtype, or the params/CLI name (auto | bf16 | bf16-fusion | bf16-mixed | fp32, core.config), None:
     fp32. `runtime`: torch, or onnx (ONNX Runtime on the CPU, fp32 but a bf16-fusion net: models.runtime)."""
     import torch
 
-    from pipeline.core.config import resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_block_dtype, resolve_dtype, resolve_fusion_dtype
     from pipeline.models.editor import load_editor
 
-    fusion_dtype = None
+    fusion_dtype = block_dtype = None
     if isinstance(dtype, str):
-        dtype, fusion_dtype = resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device)
-    editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype, runtime=runtime)
+        dtype, fusion_dtype, block_dtype = (resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device),
+                                            resolve_block_dtype(dtype, device))
+    editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype, runtime=runtime,
+                         block_dtype=block_dtype)
     return with_colour_range(editor, models_dir)
 
 

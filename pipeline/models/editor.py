@@ -162,6 +162,7 @@ class Editor:
     models_dir: Path | None = None
     dtype: torch.dtype = torch.float32
     fusion_dtype: torch.dtype | None = None  # the fusion net's, where it differs (cast_fusion)
+    block_dtype: torch.dtype | None = None  # the part nets' residual blocks', where it differs (cast_blocks)
     runtime: str = "torch"  # torch | onnx (models.runtime.onnx_editor: ONNX Runtime sessions on the CPU; a bf16 fusion net stays torch)
 
     @property
@@ -172,7 +173,31 @@ class Editor:
         """Every module (decoders loaded later too) in `dtype`, in place; returns self."""
         for module in [*(m for mods in self.parts.values() for m in mods.values()), self.fusion]:
             module.to(dtype)
-        self.dtype, self.fusion_dtype = dtype, None
+            for block in self._blocks(module):
+                block.branch_dtype = None
+        self.dtype, self.fusion_dtype, self.block_dtype = dtype, None, None
+        return self
+
+    @staticmethod
+    def _blocks(module: nn.Module) -> list:
+        from pipeline.models.networks import ResBlock
+
+        # an ONNX Runtime network (models.runtime) has none to cast
+        return [m for m in module.modules() if isinstance(m, ResBlock)] if isinstance(module, nn.Module) else []
+
+    def cast_blocks(self, dtype: torch.dtype | None) -> "Editor":
+        """The residual blocks of the geometry encoders and part generators alone in `dtype`
+        (None: leave them), in place; returns self. Their input is cast in and their output back,
+        so the nets around them keep their dtype (networks.ResBlock.cast). Those blocks hold most
+        of a render's work outside the fusion net and add the least error in bf16 (benchmarks.dtype)."""
+        if dtype is not None:
+            if self.runtime == "onnx":
+                raise ValueError(f"the onnx runtime runs the part nets in fp32; {dtype} blocks are for --runtime torch")
+            for mods in self.parts.values():
+                for name in ("sketch_encoder", "image_encoder", "generator"):
+                    for block in self._blocks(mods[name]) if name in mods else []:
+                        block.cast(dtype)
+            self.block_dtype = dtype
         return self
 
     def cast_fusion(self, dtype: torch.dtype | None) -> "Editor":
@@ -220,7 +245,7 @@ class Editor:
     @torch.inference_mode()
     def part_features(self, part: str, geometry: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         """One part's generator feature map from its geometry latent and appearance code."""
-        return self.parts[part]["generator"].decode(self._in(geometry), self._in(code))[1]
+        return self.parts[part]["generator"].feature(self._in(geometry), self._in(code))
 
     @torch.inference_mode()
     def fuse(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -260,12 +285,13 @@ class Editor:
 def load_editor(
     models_dir: str | Path, profile: Profile | str, device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32, sketch_decoder: bool = False, fusion_dtype: torch.dtype | None = None,
-    runtime: str = "torch",
+    runtime: str = "torch", block_dtype: torch.dtype | None = None,
 ) -> Editor:
     """The editor of the weights under `models_dir`, its modules in `dtype` (the fusion net in
-    `fusion_dtype` when given). The sketch decoders load on first use, or now with
-    `sketch_decoder=True` (failing early without them). runtime "onnx": the networks run by ONNX
-    Runtime (models.runtime; CPU, fp32; a fusion net in bf16 stays in PyTorch)."""
+    `fusion_dtype`, the part nets' residual blocks in `block_dtype`, when given). The sketch
+    decoders load on first use, or now with `sketch_decoder=True` (failing early without them).
+    runtime "onnx": the networks run by ONNX Runtime (models.runtime; CPU, fp32; a fusion net in
+    bf16 stays in PyTorch)."""
     from pipeline.models.runtime import RUNTIMES
 
     if runtime not in RUNTIMES:
@@ -278,7 +304,7 @@ def load_editor(
     fusion = load_weights(built(lambda: N.GlobalFusion(profile), True), require_weights("fusion", "fusion", models_dir),
                           "fusion", profile)
     editor = Editor(profile, part_boxes(profile.resolution), parts, frozen(fusion, torch.device(device)),
-                    Path(models_dir)).cast(dtype).cast_fusion(fusion_dtype)
+                    Path(models_dir)).cast(dtype).cast_fusion(fusion_dtype).cast_blocks(block_dtype)
     if sketch_decoder:
         editor.require_sketch_decoder()
     if runtime == "onnx":

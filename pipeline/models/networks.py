@@ -12,6 +12,7 @@ per-sample scale and shift predicted by the appearance encoder.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -96,7 +97,10 @@ class AdaIN(nn.Module):
         b, c = x.shape[:2]
         assert c == self.num_features and self.weight.shape == (b, c), (x.shape, self.weight.shape)
         out = F.instance_norm(x, eps=self.eps)
-        return out * self.weight[:, :, None, None] + self.bias[:, :, None, None]
+        scale, shift = self.weight, self.bias
+        if scale.dtype != out.dtype and not torch.is_autocast_enabled(out.device.type):
+            scale, shift = scale.to(out.dtype), shift.to(out.dtype)  # a bf16 block of an fp32 generator stays bf16 (ResBlock)
+        return out * scale[:, :, None, None] + shift[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"{self.num_features}"
@@ -136,7 +140,12 @@ class ConvBlock(nn.Module):
 
 
 class ResBlock(nn.Module):
-    """x + [pad, conv3, norm, ReLU, pad, conv3, norm]; no activation after the sum."""
+    """x + [pad, conv3, norm, ReLU, pad, conv3, norm]; no activation after the sum.
+
+    `cast(dtype)` (Editor.cast_blocks: bf16 blocks in an fp32 net) computes the branch in that
+    dtype, channels_last (where oneDNN's bf16 kernels are fast), and adds it to the input in the
+    input's dtype, so the residual stream keeps fp32's precision.
+    """
 
     def __init__(self, c: int, norm: str = "in") -> None:
         super().__init__()
@@ -144,9 +153,18 @@ class ResBlock(nn.Module):
             ConvBlock(c, c, 3, 1, 1, norm=norm, act="relu"),
             ConvBlock(c, c, 3, 1, 1, norm=norm, act="none"),
         )
+        self.branch_dtype: torch.dtype | None = None
+
+    def cast(self, dtype: torch.dtype) -> "ResBlock":
+        self.conv_block.to(dtype).to(memory_format=torch.channels_last)
+        self.branch_dtype = dtype
+        return self
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv_block(x)
+        if self.branch_dtype is None or self.branch_dtype == x.dtype:
+            return x + self.conv_block(x)
+        branch = self.conv_block(x.to(self.branch_dtype, memory_format=torch.channels_last))
+        return x + branch.to(x.dtype, memory_format=torch.contiguous_format)
 
 
 def _down(cin: int, cout: int) -> list[nn.Module]:
@@ -283,15 +301,18 @@ class PartGenerator(nn.Module):
             i += 2 * c
 
     def decode(self, z: Tensor, code: Tensor) -> tuple[Tensor, Tensor]:
+        feature = self.feature(z, code)
+        return self.model[self._head :](feature), feature
+
+    def feature(self, z: Tensor, code: Tensor) -> Tensor:
+        """The ngf-channel feature map alone (what the fusion net takes), without the RGB head."""
         assert z.dim() == 4 and z.shape[1] == self.profile.latent_channels, z.shape
         assert code.shape == (z.shape[0], self.enc_style.code_dim), (code.shape, z.shape)
         self._assign(self.adain_params(code))
         try:
-            feature = self.model[: self._head](z)
+            return self.model[: self._head](z)
         finally:
             self._assign(None)  # drop references to this batch's graph
-        rgb = self.model[self._head :](feature)
-        return rgb, feature
 
     def forward(self, z: Tensor, appearance_image: Tensor) -> tuple[Tensor, Tensor]:
         return self.decode(z, self.style(appearance_image))

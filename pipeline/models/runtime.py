@@ -71,7 +71,7 @@ class _Decode(nn.Module):
         self.generator = generator
 
     def forward(self, geometry: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        return self.generator.decode(geometry, code)[1]
+        return self.generator.feature(geometry, code)
 
 
 class _Style(nn.Module):
@@ -106,7 +106,7 @@ class OnnxNet:
 
 
 class OnnxGenerator:
-    """A part generator's two entry points (`style`, `decode`) as ONNX networks."""
+    """A part generator's two entry points (`style`, `feature`) as ONNX networks."""
 
     def __init__(self, style: OnnxNet, decode: OnnxNet) -> None:
         self._style, self._decode = style, decode
@@ -114,8 +114,8 @@ class OnnxGenerator:
     def style(self, crop: torch.Tensor) -> torch.Tensor:
         return self._style(crop)
 
-    def decode(self, geometry: torch.Tensor, code: torch.Tensor) -> tuple[None, torch.Tensor]:
-        return None, self._decode(geometry, code)
+    def feature(self, geometry: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+        return self._decode(geometry, code)
 
     def to(self, *args, **kwargs) -> "OnnxGenerator":
         self._style.to(*args, **kwargs)
@@ -164,10 +164,11 @@ def onnx_editor(editor, threads: int | None = None, cache: Path | None | bool = 
     from pipeline.models.networks import fuse_canvas
 
     require_onnx()
-    if editor.device.type != "cpu" or editor.dtype != torch.float32 or \
+    if editor.device.type != "cpu" or editor.dtype != torch.float32 or editor.block_dtype is not None or \
             editor.fusion_dtype not in (None, torch.float32, torch.bfloat16):
         raise ValueError("--runtime onnx is the CPU fp32 path: use --device cpu --dtype fp32 (or bf16-fusion) with it "
-                         f"(got {editor.device.type}, {editor.dtype}, fusion {editor.fusion_dtype})")
+                         f"(got {editor.device.type}, {editor.dtype}, fusion {editor.fusion_dtype}, "
+                         f"residual blocks {editor.block_dtype})")
     # bf16-fusion: the fusion net stays a PyTorch module in bf16 (oneDNN's bf16 kernels on CPUs
     # with native bf16 beat ONNX Runtime's fp32 there); the part networks run by ONNX Runtime
     keep_fusion = editor.fusion_dtype == torch.bfloat16
@@ -182,7 +183,7 @@ def onnx_editor(editor, threads: int | None = None, cache: Path | None | bool = 
         with torch.no_grad():
             geometry = mods["image_encoder"](crop)
             code = mods["generator"].style(crop)
-            features[part] = mods["generator"].decode(geometry, code)[1]
+            features[part] = mods["generator"].feature(geometry, code)
         tag = f"{prefix}-{part}"
         generator = mods["generator"]
         editor.parts[part] = {

@@ -4,6 +4,7 @@
     python -m benchmarks.dtype --device cuda --iters 5
     python -m benchmarks.dtype --profile small     # quick look
     python -m benchmarks.dtype --layers            # which convolutions bf16 costs precision in
+    python -m benchmarks.dtype --isa avx2 --path bf16-mixed   # fp32 and one path on the kernels of a CPU without AVX-512
     python -m benchmarks.dtype --trained models --profile small   # the dtypes on trained weights, London test faces
 
 One edit as `dfe edit` runs it on an aligned face, model only (E_image geometry, appearance
@@ -41,6 +42,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -273,6 +277,12 @@ def time_commands(editor, faces, iters: int, others: dict | None = None) -> None
     print("(CPU seconds of this process, ONNX Runtime's threads included; the fastest of each)")
 
 
+# oneDNN (and ATen) kernels held to what another CPU has; both are read when torch loads them
+ISAS = {"native": {},
+        "avx512_bf16": {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"},  # bf16 dot products, no AMX (e.g. AMD Zen 4)
+        "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}}  # no AVX-512: bf16 emulated
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="paper")
@@ -293,9 +303,16 @@ def main() -> None:
     ap.add_argument("--aligned", default="data/aligned", help="with --trained: the align stage's output")
     ap.add_argument("--split", default="data/split/split.csv", help="with --trained: the split stage's table")
     ap.add_argument("--faces", type=int, default=12, help="with --trained: test faces edited")
+    ap.add_argument("--path", action="append", default=[],
+                    help="a path of the table to time, by its name (repeat it; fp32 always), e.g. --path bf16-mixed; default all")
+    ap.add_argument("--isa", choices=tuple(ISAS), default="native",
+                    help="hold oneDNN's kernels to another CPU's: avx512_bf16 (no AMX) or avx2 (rerun in a child process)")
     ap.add_argument("--only", choices=ALONE, help=argparse.SUPPRESS)  # one path, for --alone
     ap.add_argument("--dump", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.isa != "native" and os.environ.get("DFE_BENCHMARK_ISA") != args.isa:
+        env = {**os.environ, **ISAS[args.isa], "DFE_BENCHMARK_ISA": args.isa}
+        sys.exit(subprocess.call([sys.executable, "-m", "benchmarks.dtype", *sys.argv[1:]], env=env))
     if args.alone:
         return alone(args)
     if args.trained:
@@ -304,8 +321,10 @@ def main() -> None:
     r = profile.resolution
     if args.only:
         return only(args, device, profile)
+    kernels = f"native bf16: {native_bf16(device)}" if args.isa == "native" else \
+        f"kernels held to {args.isa} ({' '.join(f'{k}={v}' for k, v in ISAS[args.isa].items())})"
     print(f"{profile.name} profile, {r} px, {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"native bf16: {native_bf16(device)}, random weights")
+          f"{kernels}, random weights")
 
     t0 = time.perf_counter()
     editor = random_editor(profile, device)
@@ -333,7 +352,7 @@ def main() -> None:
     # --dtype bf16-mixed: the fusion net and every residual block of the part nets in bf16
     paths["bf16-mixed"] = (copy.deepcopy(editor).cast_fusion(torch.bfloat16).cast_blocks(torch.bfloat16), "none")
     paths["bf16"] = (copy.deepcopy(editor).cast(torch.bfloat16), "none")
-    if device.type == "cpu" and args.onnx:  # --runtime onnx
+    if device.type == "cpu" and args.onnx and (not args.path or any("ONNX" in q for q in args.path)):  # --runtime onnx
         from pipeline.models.runtime import onnx_editor
 
         t0 = time.perf_counter()
@@ -343,6 +362,12 @@ def main() -> None:
         if native_bf16(device) == "yes":  # --runtime onnx --dtype bf16-fusion
             paths["ONNX Runtime, bf16 fusion"] = (with_bf16_fusion(run_by_onnx, editor.fusion), "none")
         print(f"ONNX Runtime sessions exported and built in {time.perf_counter() - t0:.0f} s")
+    wanted = {"fp32", *args.path}
+    if args.path:
+        unknown = wanted - set(paths)
+        if unknown:
+            raise SystemExit(f"unknown --path {sorted(unknown)}; choose from {'; '.join(paths)}")
+        paths = {k: v for k, v in paths.items() if k in wanted}
     rows: dict[str, tuple[list[float], list[float], np.ndarray]] = {k: ([], [], None) for k in paths}
     mkldnn = torch.backends.mkldnn
     for k in range(args.warmup + args.iters):  # the paths take turns, so a change in the machine's load hits all alike
@@ -359,9 +384,10 @@ def main() -> None:
     for name, (wall, cpu, out) in rows.items():
         psnr = "-" if name == "fp32" else f"{psnr_uint8(out, ref):.1f} dB"
         print(f"{name:27} {min(wall):8.2f} {min(wall) / wall0:7.2f} {min(cpu):8.2f} {min(cpu) / cpu0:7.2f} {psnr:>13}")
-    out = rows["bf16"][2]
-    print(f"bf16 output: {100 * float(np.mean(out != ref)):.1f}% of values differ from fp32, "
-          f"max {int(np.abs(out.astype(int) - ref).max())} levels; {args.iters} edits per path, the fastest shown")
+    if "bf16" in rows:
+        out = rows["bf16"][2]
+        print(f"bf16 output: {100 * float(np.mean(out != ref)):.1f}% of values differ from fp32, "
+              f"max {int(np.abs(out.astype(int) - ref).max())} levels; {args.iters} edits per path, the fastest shown")
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32's time at >= 40 dB")
     if args.commands:
         print()

@@ -31,7 +31,7 @@ REPORTS = Path("reports")
 WORKERS_HELP = "parallel workers; default $DFE_WORKERS or all cores (outputs do not depend on it)"
 DTYPE_HELP = ("bf16 | bf16-fusion | bf16-mixed | fp32 | auto: bf16-fusion on CUDA, fp32 on CPU (params.yaml: edit.dtype); "
               "bf16-fusion: only the fusion net in bf16 (CUDA, and CPUs with native bf16); bf16-mixed: also the part "
-              "nets' residual blocks (CPUs with native bf16: half fp32's time at about 41 dB)")
+              "nets' residual blocks (CPUs with AMX: under half fp32's time at about 41 dB)")
 
 T = TypeVar("T")
 

@@ -61,6 +61,21 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     assert rows["dfe edit -a OTHER"].group(4, 5) == ("2", "2"), text
 
 
+def test_dtype_benchmark_isa_reruns_itself_on_the_kernels_of_another_cpu():
+    """--isa avx2: a child process with oneDNN and ATen held to AVX2 prints the table (bf16
+    emulated there), saying so in its first line; --path keeps fp32 and the paths named."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", "micro", "--iters", "1", "--isa", "avx2",
+                          "--path", "bf16-mixed", "--no-onnx", "--no-commands"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300,
+                         env={k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    first = out.stdout.splitlines()[0]
+    assert "kernels held to avx2 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)" in first, first
+    assert re.search(r"^bf16-mixed\s+\d+\.\d\d\s+\d+\.\d\d", out.stdout, re.M), out.stdout
+    table = out.stdout.split("PSNR vs fp32\n", 1)[1].split("goal", 1)[0]  # --path: fp32 and the one asked for
+    assert [line.split()[0] for line in table.splitlines()] == ["fp32", "bf16-mixed"], table
+
+
 def test_dtype_benchmark_layers_measures_each_convolution_alone_in_bf16():
     """--layers: one row per convolution of the edit (each alone in bf16), marked where
     bf16-mixed puts it in bf16 (residual blocks of the part nets, the fusion net), then the sums."""

@@ -283,3 +283,21 @@ def test_bf16_mixed_runs_the_fusion_net_and_the_residual_blocks_in_bf16(models, 
         outs[dtype] = _read(out).astype(np.float64)
     mse = np.mean((outs["fp32"] - outs["bf16-mixed"]) ** 2)
     assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 30, mse
+
+
+def test_bf16_on_a_cpu_that_emulates_it_is_named_in_one_line(monkeypatch):
+    """Where bf16 is emulated (no avx512_bf16, no AMX: slower than fp32, not faster) every bf16
+    dtype says so; fp32, auto, CUDA and CPUs with native bf16 stay quiet."""
+    import torch
+
+    from pipeline.core.config import emulated_bf16_warning, native_bf16
+
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda native=native: native, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda native=native: native, raising=False)
+        assert native_bf16("cpu") is native and native_bf16("cuda")
+        for dtype in ("bf16", "bf16-fusion", "bf16-mixed"):
+            line = emulated_bf16_warning(dtype, "cpu")
+            assert (line is None) if native else (f"--dtype {dtype}" in line and "--dtype fp32" in line and "\n" not in line)
+            assert emulated_bf16_warning(dtype, "cuda") is None
+        assert emulated_bf16_warning("fp32", "cpu") is None and emulated_bf16_warning("auto", "cpu") is None

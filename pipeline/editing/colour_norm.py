@@ -241,6 +241,12 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None, runtime="to
 
     fusion_dtype = block_dtype = None
     if isinstance(dtype, str):
+        from pipeline.core.config import emulated_bf16_warning
+        from pipeline.core.progress import console
+
+        warning = emulated_bf16_warning(dtype, device)
+        if warning:
+            console.print(f"[yellow]{warning}[/yellow]", soft_wrap=True)
         dtype, fusion_dtype, block_dtype = (resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device),
                                             resolve_block_dtype(dtype, device))
     editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype, runtime=runtime,

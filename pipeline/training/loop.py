@@ -41,6 +41,7 @@ from torch import nn
 
 from pipeline.data.augment import AugmentConfig
 from pipeline.data.loader import IndexSampler
+from pipeline.core.config import native_bf16
 from pipeline.core.io import atomic_path, save_json
 from pipeline.core.progress import console, make_progress
 
@@ -209,13 +210,7 @@ def bf16_autocast_pays(device: torch.device) -> bool:
     """CUDA always; a CPU only with native bf16 (avx512_bf16 or AMX): there autocast roughly
     halves a small-profile training step (sketch AE bg, batch 8: 160 -> 86 ms on 2 EPYC
     cores), while CPUs without it emulate bf16 and get slower."""
-    if device.type == "cuda":
-        return True
-    if device.type != "cpu":
-        return False
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool((probe is not None and probe()) or (amx is not None and amx()))
+    return native_bf16(device)
 
 
 def seed_everything(seed: int) -> None:

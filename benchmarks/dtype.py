@@ -215,11 +215,9 @@ def timed_edit(editor, faces) -> tuple[float, float, np.ndarray]:
 
 
 def native_bf16(device: torch.device) -> str:
-    if device.type == "cuda":
-        return "yes"
-    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return "yes" if (probe is not None and probe()) or (amx is not None and amx()) else "no (emulated)"
+    from pipeline.core.config import native_bf16 as native
+
+    return "yes" if native(device) else "no (emulated)"
 
 
 def mouth_stroke(sketch: np.ndarray, boxes: dict[str, tuple[int, int, int]]) -> np.ndarray:

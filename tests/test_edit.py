@@ -211,6 +211,20 @@ def test_one_edits_renders_share_their_work_and_give_what_each_render_alone_give
     assert swap.forward_passes == 3 and swap.parts.runs["eye1"] == 3  # one encoding, two codes
 
 
+def _psnr_against_fp32(dtype: str, models, photos, tmp_path) -> float:
+    """PSNR of `dfe edit --dtype DTYPE` (the whole render, aligned input) against `--dtype fp32`."""
+    outs = {}
+    for name in ("fp32", dtype):
+        out = tmp_path / f"{name}.png"
+        r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "--render", "full", "--aligned",
+                                "--dtype", name, "-o", str(out), "--profile", PROFILE, "--models", str(models),
+                                "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        outs[name] = _read(out).astype(np.float64)
+    mse = np.mean((outs["fp32"] - outs[dtype]) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
 def test_bf16_fusion_runs_only_the_fusion_net_in_bf16_and_stays_close_to_fp32(models, photos, tmp_path):
     """--dtype bf16-fusion: the part nets stay fp32, the fusion net runs in bf16; the edit is
     near fp32's (the point of the option) and not identical (bf16 really ran)."""
@@ -230,16 +244,7 @@ def test_bf16_fusion_runs_only_the_fusion_net_in_bf16_and_stays_close_to_fp32(mo
     assert next(editor.fusion.parameters()).dtype == torch.bfloat16
     assert next(editor.parts["mouth"]["generator"].parameters()).dtype == torch.float32
 
-    outs = {}
-    for dtype in ("fp32", "bf16-fusion"):
-        out = tmp_path / f"{dtype}.png"
-        r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "--render", "full", "--aligned",
-                                "--dtype", dtype, "-o", str(out), "--profile", PROFILE, "--models", str(models),
-                                "--device", "cpu"])
-        assert r.exit_code == 0, r.output
-        outs[dtype] = _read(out).astype(np.float64)
-    mse = np.mean((outs["fp32"] - outs["bf16-fusion"]) ** 2)
-    assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 30, mse
+    assert 30 < _psnr_against_fp32("bf16-fusion", models, photos, tmp_path) < float("inf")
     r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["geo"]), "--dtype", "fp16", "-o", str(tmp_path / "x.png"),
                             "--profile", PROFILE, "--models", str(models), "--device", "cpu"])
     assert r.exit_code != 0 and "bf16-fusion" in r.output
@@ -273,16 +278,7 @@ def test_bf16_mixed_runs_the_fusion_net_and_the_residual_blocks_in_bf16(models, 
     assert editor.block_dtype is None and all(b.branch_dtype is None for b in editor.parts["bg"]["generator"].modules()
                                               if isinstance(b, ResBlock))
 
-    outs = {}
-    for dtype in ("fp32", "bf16-mixed"):
-        out = tmp_path / f"{dtype}.png"
-        r = runner.invoke(app, ["edit", str(photos["geo"]), "-a", str(photos["app"]), "--render", "full", "--aligned",
-                                "--dtype", dtype, "-o", str(out), "--profile", PROFILE, "--models", str(models),
-                                "--device", "cpu"])
-        assert r.exit_code == 0, r.output
-        outs[dtype] = _read(out).astype(np.float64)
-    mse = np.mean((outs["fp32"] - outs["bf16-mixed"]) ** 2)
-    assert 0 < mse and 10 * np.log10(255.0**2 / mse) > 30, mse
+    assert 30 < _psnr_against_fp32("bf16-mixed", models, photos, tmp_path) < float("inf")
 
 
 def test_bf16_on_a_cpu_that_emulates_it_is_named_in_one_line(monkeypatch):

@@ -157,6 +157,10 @@ def layer_sensitivity(editor, faces) -> None:
 
     _, _, ref = timed_edit(editor, faces)
     t32, t16 = conv_times(editor), conv_times(in_bf16(lambda name: True))
+    # what --dtype bf16-mixed puts in bf16, read off an editor it cast (same names, same order)
+    cast = copy.deepcopy(editor).cast_fusion(torch.bfloat16).cast_blocks(torch.bfloat16)
+    in_mixed = {name: conv.weight.dtype == torch.bfloat16 for name, *_, conv in editor_convs(cast)}
+    del cast
     print(f"{'convolution alone in bf16':58} {'MSE':>7} {'fp32 ms':>8} {'bf16 ms':>8}  bf16-mixed")
     total = {True: [0.0, 0.0], False: [0.0, 0.0]}
     for name, *_ in editor_convs(editor):
@@ -164,7 +168,7 @@ def layer_sensitivity(editor, faces) -> None:
             continue  # not in this edit (the sketch encoder: geometry comes from a photo here)
         _, _, out = timed_edit(in_bf16(lambda n, name=name: n == name), faces)
         mse = float(np.mean((out.astype(np.float64) - ref.astype(np.float64)) ** 2))
-        mixed = name.startswith("fusion") or ".conv_block." in name
+        mixed = in_mixed[name]
         total[mixed][0] += mse
         total[mixed][1] += t32[name] - t16[name]
         print(f"{name:58} {mse:7.3f} {1e3 * t32[name]:8.1f} {1e3 * t16[name]:8.1f}  {'yes' if mixed else ''}")
@@ -178,6 +182,7 @@ def trained_paths(models_dir: str, profile: str, aligned_dir: str, split_csv: st
     one's colours (E_image geometry), every path's PSNR from fp32 (mean, lowest) and its time."""
     import pandas as pd
 
+    from pipeline.core.config import MIXED, resolve_block_dtype, resolve_dtype, resolve_fusion_dtype
     from pipeline.models.editor import load_editor
 
     faces = np.load(f"{aligned_dir}/images.npy", mmap_mode="r")
@@ -185,12 +190,11 @@ def trained_paths(models_dir: str, profile: str, aligned_dir: str, split_csv: st
     test = rows[rows.split == "test"].row.tolist()[:n]
     if len(test) < 2:
         raise SystemExit(f"fewer than 2 test faces in {aligned_dir} (split {split_csv}): run `dvc repro split align`")
-    bf16 = torch.bfloat16
-    paths = {"fp32": {}, "bf16-fusion": {"fusion_dtype": bf16}, "bf16-mixed": {"fusion_dtype": bf16, "block_dtype": bf16},
-             "bf16": {"dtype": bf16}}
+    paths = ("fp32", "bf16-fusion", MIXED, "bf16")  # --dtype names, resolved as the commands resolve them
     outs, secs = {}, {}
-    for name, kwargs in paths.items():
-        editor = load_editor(models_dir, profile, **kwargs)
+    for name in paths:
+        editor = load_editor(models_dir, profile, dtype=resolve_dtype(name, "cpu"),
+                             fusion_dtype=resolve_fusion_dtype(name, "cpu"), block_dtype=resolve_block_dtype(name, "cpu"))
         edit_aligned(editor, faces[test[1]], geometry_photo=faces[test[0]])  # warm-up
         t = time.perf_counter()
         outs[name] = [edit_aligned(editor, faces[b], geometry_photo=faces[a]) for a, b in zip(test, test[1:] + test[:1])]

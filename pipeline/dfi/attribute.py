@@ -114,7 +114,8 @@ def landmark_motions(landmarks: np.ndarray | None, req: AttributeRequest, rows: 
         return None
     settings = req.compose or ComposeSettings()
     points = np.asarray(landmarks, np.float32)
-    return [landmark_motion(points, sum(float(a) * s for a, s in zip(alphas, shifts)), resolution, settings.landmark_sigma)
+    return [landmark_motion(points, sum(float(a) * s for a, s in zip(alphas, shifts)), resolution,
+                            settings.landmark_sigma, settings.landmark_passes)
             for alphas in rows]
 
 

@@ -309,7 +309,8 @@ def change_blend(photos: np.ndarray, recon: np.ndarray, edits: np.ndarray, landm
         target = AlignedFace(photos[i], face, scale, landmarks[i])
         for k in range(a):
             motion = None if shift is None else landmark_motion(
-                np.asarray(landmarks[i], np.float32), alphas[k] * shift, r, settings.landmark_sigma)
+                np.asarray(landmarks[i], np.float32), alphas[k] * shift, r, settings.landmark_sigma,
+                settings.landmark_passes)
             out[i, k] = paste_change(target, edits[i, k], recon[i], feather, settings, motion)
     return out
 

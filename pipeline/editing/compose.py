@@ -55,6 +55,7 @@ class ComposeSettings:
     appearance_smooth: float = 0.03  # appearance edits: the renders' change is smoothed over this fraction of the face
     feather: float = 0.06  # inner-face mask feather (appearance edits), fraction of the face
     landmark_sigma: float = 0.06  # landmark motion (attributes): each point's move spreads over this fraction of the face
+    landmark_passes: int = 3  # ... and is corrected this many times so that the points land on their moves (landmark_motion)
 
     @classmethod
     def from_params(cls, params: dict | None = None) -> "ComposeSettings":
@@ -158,16 +159,43 @@ def render_motion(r0: np.ndarray, r1: np.ndarray, settings: ComposeSettings = Co
     return _refined_motion(r0, r1, grey, replace(settings, flow_iterations=1))
 
 
-def landmark_motion(points: np.ndarray, shift: np.ndarray, size: int, sigma: float) -> np.ndarray:
+# A closed mouth's inner lip points (dlib's 60-67) lie on one line, and a smile parts them: no
+# smooth field can carry the upper ones up and the lower ones down, so `landmark_motion`'s
+# correction passes leave them to the plain splat.
+INNER_LIPS = tuple(range(60, 68))
+
+
+def landmark_motion(points: np.ndarray, shift: np.ndarray, size: int, sigma: float, passes: int = 0) -> np.ndarray:
     """Backward motion (size,size,2) float32 that moves landmarks `points` (68,2, aligned px) by
     `shift` (68,2): where a point lands the output shows the photo at the point; in between a
     Gaussian-weighted mean of the nearby points' moves (points that stay hold their
     neighbourhood still), fading to nothing beyond about `sigma` (fraction of the face) of every
-    point. An attribute's landmark vector (the examples' mean shift) moves a photo's own pixels."""
+    point. An attribute's landmark vector (the examples' mean shift) moves a photo's own pixels.
+
+    The mean alone carries a point only part of its way where its neighbours move differently
+    (a smile's mouth corners about 0.4 of it). Each of `passes` splats what is still missing at
+    every point (but the inner lips, `INNER_LIPS`) the same way and adds it, so the points land
+    nearer their moves."""
     assert points.shape == shift.shape == (len(points), 2), (points.shape, shift.shape)
+    points, shift = np.asarray(points, np.float32), np.asarray(shift, np.float32)
+    motion = _splat(points + shift, -shift, size, sigma)
+    if passes <= 0:
+        return motion
+    landed = points + shift
+    fitted = np.array([i not in INNER_LIPS for i in range(len(points))]) if len(points) == 68 else np.ones(len(points), bool)
+    for _ in range(passes):
+        # backward motion at a landed point should be minus its shift: the output there shows the point
+        missing = (-shift - _at(motion, landed)) * fitted[:, None]
+        motion = motion + _splat(landed, missing, size, sigma)
+    return motion
+
+
+def _splat(at: np.ndarray, values: np.ndarray, size: int, sigma: float) -> np.ndarray:
+    """(size,size,2): `values` (N,2) spread from the pixels `at` (N,2) by a Gaussian-weighted
+    mean, fading to zero beyond about `sigma` (fraction of size) of every point."""
     num = np.zeros((size, size, 2), np.float32)
     den = np.zeros((size, size), np.float32)
-    for (x, y), d in zip(points + shift, -shift):
+    for (x, y), d in zip(at, values):
         xi, yi = int(round(x)), int(round(y))
         if 0 <= xi < size and 0 <= yi < size:
             num[yi, xi] += d
@@ -176,6 +204,12 @@ def landmark_motion(points: np.ndarray, shift: np.ndarray, size: int, sigma: flo
     num, den = cv2.GaussianBlur(num, (0, 0), s), cv2.GaussianBlur(den, (0, 0), s)
     reach = np.clip(den * (2 * np.pi * s * s) * 2, 0, 1)  # 1 within about a sigma of a point
     return num / np.maximum(den, 1e-8)[..., None] * reach[..., None]
+
+
+def _at(field: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """(N,2): a (H,W,2) field sampled bilinearly at the points `xy` (N,2) (0 outside)."""
+    x, y = (np.ascontiguousarray(xy[:, k : k + 1], np.float32) for k in (0, 1))
+    return cv2.remap(field, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)[:, 0]
 
 
 def _smooth(flow: np.ndarray, sigma: float) -> np.ndarray:

@@ -398,7 +398,7 @@ class Studio:
 
             moved = sum(a * v.landmark_shift for v, a in steps)
             motion = landmark_motion(np.asarray(opened.face.landmarks, np.float32), moved, r,
-                                     self.compose_settings.landmark_sigma)
+                                     self.compose_settings.landmark_sigma, self.compose_settings.landmark_passes)
         recipe = Composition(g0, g1, a1, (opened.sketch, sketch) if changed.any() and not steps else None, motion,
                              opened.mask, appearance_mask, face_region_mask(opened.face.landmarks, r), shift,
                              self.compose_settings)

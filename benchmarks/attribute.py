@@ -45,7 +45,7 @@ def _link_folder(folder: Path, files: list[Path]) -> None:
     for f in folder.iterdir():
         f.unlink()
     for f in files:
-        (folder / f.name).symlink_to(f)
+        (folder / f.name).symlink_to(f.resolve())  # a relative --london would dangle from inside `folder`
 
 
 def _dfe(args: list[str]) -> tuple[float, str]:

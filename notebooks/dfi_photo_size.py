@@ -95,7 +95,8 @@ def main() -> None:
         marks = aligned.landmarks.astype(np.float32) * (side / r)
         mask = inner_face_mask(marks, side, feather=0.06)[..., None]
         for a in alphas:
-            motion = landmark_motion(marks, a * smile * (side / r), side, settings.landmark_sigma) * mask
+            motion = landmark_motion(marks, a * smile * (side / r), side, settings.landmark_sigma,
+                                    settings.landmark_passes) * mask
             sets[f"mean smile a={a:g}"].append(warp_aligned(face, motion))
         smiling_path = data.manifest.at[other, "path"]
         smiling = read_image(smiling_path)

@@ -14,6 +14,17 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+
+@app.callback()
+def _process() -> None:
+    # Every command: large tensors reuse freed memory instead of faulting in fresh pages
+    # (pipeline.core.memory; DFE_MALLOC=system turns it off).
+    from pipeline.core.memory import reuse_freed_memory
+
+    reuse_freed_memory()
+
+
 for _name, _fn in [
     ("ingest", data.ingest),
     ("landmarks", data.landmarks),

@@ -121,6 +121,21 @@ def test_dtype_benchmark_on_trained_weights_compares_every_path_with_fp32(models
         trained_paths(str(models), PROFILE, str(aligned), str(tmp_path / "split.csv"), 12)
 
 
+def test_malloc_benchmark_times_both_allocator_settings_and_checks_the_outputs_match(tmp_path: Path):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.malloc", "--profiles", "small", "--small-iters", "2",
+                          "--models", str(tmp_path / "none")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    text = out.stdout
+    assert "small  system  (random weights): first" in text and "small  reuse   (random weights): first" in text, text
+    ratio = re.search(r"small  reuse / system: first edit ([0-9.]+)x, later edits ([0-9.]+)x; took effect: (\w+); "
+                      r"same output: (\w+)", text)
+    assert ratio, text
+    assert float(ratio[1]) > 0 and float(ratio[2]) > 0
+    assert ratio[4] == "True"  # the allocator changes where tensors live, never what they hold
+    if sys.platform.startswith("linux"):
+        assert ratio[3] == "True"
+
+
 def test_train_benchmark_compares_paths_and_projects_params_steps():
     """--paths prints each path's ms/step beside fp32's as a ratio and the projection of
     params.yaml's steps; --isa avx2 reruns itself with the kernels held to AVX2 and drops bf16."""

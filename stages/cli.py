@@ -15,7 +15,6 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _process() -> None:
     # Every command: large tensors reuse freed memory instead of faulting in fresh pages

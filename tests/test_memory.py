@@ -13,15 +13,21 @@ import pytest
 pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
                                 reason="mallopt is glibc's")
 
-# A 96 MiB tensor (above glibc's largest mmap threshold) filled, freed and made again: the page
-# faults of the second one, in a fresh process (the setting is process-wide).
+# Large tensors (96 and 64 MiB, above glibc's largest mmap threshold) made, filled and freed
+# eight times over: the page faults after a first round, in a fresh process (the setting is
+# process-wide).
 PROBE = """
 import json, resource, torch
 from pipeline.core.memory import reuse_freed_memory
 took = reuse_freed_memory()
-t = torch.empty(24 * 2**20); t.fill_(1.0); del t
+def round_():
+    a = torch.empty(24 * 2**20); a.fill_(1.0)
+    b = torch.empty(16 * 2**20); b.fill_(2.0)
+    del a, b
+round_()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-t = torch.empty(24 * 2**20); t.fill_(2.0)
+for _ in range(8):
+    round_()
 print(json.dumps({"took": took, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
 """
 
@@ -32,9 +38,11 @@ def _probe(setting: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_a_freed_large_tensor_is_reused_without_page_faults_and_system_turns_it_off():
+def test_freed_large_tensors_are_reused_instead_of_faulted_in_again_and_system_turns_it_off():
     reuse, system = _probe("reuse"), _probe("system")
     assert reuse["took"] and not system["took"]
-    pages = 96 * 2**20 // os.sysconf("SC_PAGE_SIZE")
-    assert system["faults"] > 0.5 * pages  # the C library's default: a fresh mmap, every page faulted in again
-    assert reuse["faults"] < 0.05 * pages  # the freed block, reused
+    pages = 8 * 160 * 2**20 // os.sysconf("SC_PAGE_SIZE")
+    assert system["faults"] > 0.9 * pages  # the C library's default: a fresh mmap per tensor, every page faulted in
+    # reused: the heap still grows now and then (a 64-byte-aligned request the size of a freed block
+    # fits in it only where the block borders the heap's top), about a quarter of the pages here
+    assert reuse["faults"] < 0.5 * system["faults"]

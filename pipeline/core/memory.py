@@ -2,10 +2,11 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MB) with a fresh mmap and
 unmaps it on free, so each 512 px activation (64 x 512 x 512 fp32 = 64 MiB) is zero-filled by
-the kernel page by page the next time one is needed: a paper-profile render spends a third of
+the kernel page by page the next time one is needed: a paper-profile edit spends about 40 % of
 its first run faulting pages in (`python -m benchmarks.malloc`). `reuse_freed_memory` keeps
-freed memory in the process, where the next tensor of that size finds it. Small-profile
-tensors stay under the threshold and are unaffected; results are bit for bit the same.
+freed memory in the process, where later tensors mostly find it (the heap still grows now and
+then: tests/test_memory.py). Small-profile tensors stay under the threshold and are
+unaffected; results are bit for bit the same.
 """
 
 from __future__ import annotations

@@ -37,8 +37,9 @@ def random_editor(profile: Profile, device: torch.device) -> Editor:
                   N.GlobalFusion(profile).to(device).eval())
 
 
-def time_edit(editor: Editor, iters: int, warmup: int) -> list[float]:
-    """Seconds per edit (geometry from one face, appearance from another, mouth from a third)."""
+def time_edit(editor: Editor, iters: int, warmup: int, outputs: list | None = None) -> list[float]:
+    """Seconds per edit (geometry from one face, appearance from another, mouth from a third);
+    `outputs` receives the last edit's (R,R,3) output."""
     r = editor.profile.resolution
     rng = np.random.default_rng(0)
     geo, app, mouth = (rng.integers(0, 256, (r, r, 3), dtype=np.uint8) for _ in range(3))
@@ -52,6 +53,8 @@ def time_edit(editor: Editor, iters: int, warmup: int) -> list[float]:
         if k >= warmup:
             times.append(time.perf_counter() - t)  # edit_aligned returns a CPU array: already synced
     assert out.shape == (r, r, 3)
+    if outputs is not None:
+        outputs.append(out)
     return times
 
 

@@ -25,31 +25,22 @@ SETTINGS = ("system", "reuse")  # the C library's defaults | pipeline.core.memor
 
 
 def child(setting: str, profile_name: str, iters: int, models: str) -> dict:
-    import time
     from pathlib import Path
 
-    import numpy as np
     import torch
 
-    from benchmarks.edit import random_editor
+    from benchmarks.edit import random_editor, time_edit
     from pipeline.core.memory import reuse_freed_memory
     from pipeline.core.profiles import get_profile
-    from pipeline.editing.edit import edit_aligned
     from pipeline.models.editor import load_editor
 
     took = reuse_freed_memory() if setting == "reuse" else False
     profile = get_profile(profile_name)
     trained = profile_name == "small" and (Path(models) / "fusion" / "fusion.safetensors").exists()
     editor = load_editor(models, profile, torch.device("cpu")) if trained else random_editor(profile, torch.device("cpu"))
-    r = profile.resolution
-    rng = np.random.default_rng(0)
-    geo, app, mouth = (rng.integers(0, 256, (r, r, 3), dtype=np.uint8) for _ in range(3))
-    times, digest = [], None
-    for _ in range(iters):
-        t = time.perf_counter()
-        out = edit_aligned(editor, app, geometry_photo=geo, part_appearance={"mouth": mouth})
-        times.append(time.perf_counter() - t)
-        digest = hashlib.sha256(out.tobytes()).hexdigest()
+    outputs: list = []
+    times = time_edit(editor, iters, warmup=0, outputs=outputs)
+    digest = hashlib.sha256(outputs[-1].tobytes()).hexdigest()
     return {"setting": setting, "took_effect": took, "weights": "trained" if trained else "random", "times": times,
             "digest": digest}
 

@@ -42,6 +42,7 @@ def main() -> None:
     import torch
 
     from pipeline.core.profiles import get_profile
+    from pipeline.data.landmarks import detect_landmarks
     from pipeline.dfi import dfi as D
     from pipeline.editing.compose import ComposeSettings
     from pipeline.models.editor import load_editor
@@ -69,8 +70,9 @@ def main() -> None:
     lm, shifts, recon, edits = data.landmarks[rows[keep]], shifts[keep], recon[keep], edits[keep]
     base = ComposeSettings.from_params()
     print(f"{args.split}: {int(ev.has_pair.sum())} pairs; mouth NME over the photo's (90 % interval), same person")
-    print("points moved (the ceiling): " + "  ".join(
-        f"a={a:g} {r:.3f}" for a, r in zip(cfg.alphas, ceiling(ev, crops, shifts, cfg.alphas, cfg.measure_size / profile.resolution))))
+    moved = D.points_moved_ratio(ev, detect_landmarks(crops, ev.backend, None), shifts, cfg.alphas,
+                                 cfg.measure_size / profile.resolution)
+    print("points moved (the ceiling): " + "  ".join(f"a={a:g} {r:.3f}" for a, r in zip(cfg.alphas, moved)))
     for sigma in (float(s) for s in args.sigmas.split(",")):
         for passes in (int(p) for p in args.passes.split(",")):
             for residual in {"on": (True,), "off": (False,), "both": (True, False)}[args.residual]:
@@ -111,20 +113,6 @@ def leave_one_out_shifts(data, rows: np.ndarray) -> np.ndarray:
     return np.asarray(out, np.float32)
 
 
-def ceiling(ev, crops, shifts, alphas, scale) -> list[float]:
-    """Per alpha: the photo's own dlib points moved by alpha x its shift, mouth NME over the photo's."""
-    from pipeline.data.landmarks import detect_landmarks
-
-    own = detect_landmarks(crops, ev.backend, None)
-    base = ev.mouth_errors(own)
-    out = []
-    for a in alphas:
-        moved = ev.mouth_errors(own + a * shifts * scale)
-        ok = np.isfinite(base) & np.isfinite(moved)
-        out.append(float(moved[ok].mean() / base[ok].mean()))
-    return out
-
-
 def piecewise_motion(points, shift, size, sigma=None, passes=None, border=8):
     """landmark_motion's backward field from a piecewise-affine warp: the moved points (and the
     square's border, held still) triangulated, each target triangle sampled from its source
@@ -158,8 +146,7 @@ def measure(D, ev, crops, recon, edits, lm, shifts, alphas, settings, warp="spla
 
     motion = piecewise_motion if warp == "piecewise" else C.landmark_motion
     with mock.patch.object(C, "landmark_motion", motion):
-        composed = np.stack([D.change_blend(crops[j:j + 1], recon[j:j + 1], edits[j:j + 1], lm[j:j + 1], settings=settings,
-                                            shift=shifts[j], alphas=alphas)[0] for j in range(len(crops))])
+        composed = D.change_blend(crops, recon, edits, lm, settings=settings, shift=shifts, alphas=alphas)
     base = ev.mouth_errors(detect_landmarks(crops, ev.backend, None))
     out = []
     for k in range(len(alphas)):

@@ -292,7 +292,8 @@ def change_blend(photos: np.ndarray, recon: np.ndarray, edits: np.ndarray, landm
     edit (N,A,R,R,3) composed into it as `dfe attribute` does (`editing.edit.paste_change`: the
     reconstruction as the unedited render, inside the inner-face mask of the aligned
     `landmarks`), with `settings` (a ComposeSettings; None: params.yaml `edit.compose`, as `dfe
-    attribute` uses it). With `shift` (68,2), the attribute's landmark vector, edit k's motion is
+    attribute` uses it). With `shift` (68,2), the attribute's landmark vector (or (N,68,2), one per
+    face), edit k's motion is
     alphas[k] x shift from each face's landmarks (`--motion landmarks`); without, the renders'."""
     from pipeline.editing.compose import ComposeSettings, landmark_motion
     from pipeline.editing.edit import AlignedFace, paste_change
@@ -309,8 +310,8 @@ def change_blend(photos: np.ndarray, recon: np.ndarray, edits: np.ndarray, landm
         target = AlignedFace(photos[i], face, scale, landmarks[i])
         for k in range(a):
             motion = None if shift is None else landmark_motion(
-                np.asarray(landmarks[i], np.float32), alphas[k] * shift, r, settings.landmark_sigma,
-                settings.landmark_passes)
+                np.asarray(landmarks[i], np.float32), alphas[k] * (shift if shift.ndim == 2 else shift[i]), r,
+                settings.landmark_sigma, settings.landmark_passes)
             out[i, k] = paste_change(target, edits[i, k], recon[i], feather, settings, motion)
     return out
 
@@ -449,17 +450,25 @@ def measure_at_photo_size(data: DFIData, rows: np.ndarray, pair: np.ndarray, rec
             figures[name] = {**f[name], "n_common": n}
     # The ceiling of a population smile: dlib's own points on the photo moved by alpha x the
     # landmark shift, no image at all (what a perfect render of the mean smile would score).
-    own = detect_landmarks(crops, ev.backend, None)
-    found = ev.mouth_errors(own)
-    scale = cfg.measure_size / data.images.shape[1]
-    ceiling = {}
-    for a in cfg.alphas:
-        moved = ev.mouth_errors(own + a * data.landmark_shift[None] * scale)
-        ok = np.isfinite(found) & np.isfinite(moved)
-        ceiling[_alpha_key(a)] = float(moved[ok].mean() / found[ok].mean()) if ok.any() else None
+    ceiling = dict(zip(map(_alpha_key, cfg.alphas), points_moved_ratio(
+        ev, detect_landmarks(crops, ev.backend, None), data.landmark_shift, cfg.alphas, cfg.measure_size / data.images.shape[1])))
     block = {"side": cfg.measure_size, "motion": cfg.motion, "n_faces": len(keep), "n_pairs": int(ev.has_pair.sum()),
              "n_common": n_common, "skipped": skipped, "points_moved_over_photo": ceiling, **figures}
     return block, PhotoSizeEdits(crops, composed, keep, ev)
+
+
+def points_moved_ratio(ev: "Evaluator", own: np.ndarray, shift: np.ndarray, alphas: Sequence[float], scale: float
+                       ) -> list[float | None]:
+    """Per alpha, the ceiling of a population smile: dlib's own points on the photos (`own`,
+    (N,68,2) at the photos' size) moved by alpha x `shift` ((68,2) aligned px, or (N,68,2) one per
+    face) x `scale`, their mouth NME over the unmoved points'; None where no face has both."""
+    found = ev.mouth_errors(own)
+    out = []
+    for a in alphas:
+        moved = ev.mouth_errors(own + a * shift * scale)
+        ok = np.isfinite(found) & np.isfinite(moved)
+        out.append(float(moved[ok].mean() / found[ok].mean()) if ok.any() else None)
+    return out
 
 
 def _against_photo(ev: Evaluator, sets: Mapping[str, np.ndarray], what: str) -> tuple[dict[str, dict[str, Any]], int]:

@@ -45,8 +45,9 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     row = r"\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+(\d+\.\d|inf) dB$"
     m = re.search(r"^bf16" + row, text, re.M)
     assert m and float(m.group(1)) > 20, text
-    m = re.search(r"^fp32 channels_last" + row, text, re.M)  # the same arithmetic in another layout
-    assert m and (m.group(1) == "inf" or float(m.group(1)) > 60), text
+    for path in ("fp32 channels_last", "fp32, Winograd"):  # the same arithmetic in another layout / algorithm
+        m = re.search("^" + re.escape(path) + row, text, re.M)
+        assert m and (m.group(1) == "inf" or float(m.group(1)) > 60), (path, text)
     for path in ("bf16 fusion net only", "bf16 part generators only", "bf16 fusion + bg generator", "bf16-mixed"):
         m = re.search("^" + re.escape(path) + row, text, re.M)
         assert m and (m.group(1) == "inf" or float(m.group(1)) > 20), (path, text)
@@ -67,13 +68,28 @@ def test_dtype_benchmark_isa_reruns_itself_on_the_kernels_of_another_cpu():
     out = subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", "micro", "--iters", "1", "--isa", "avx2",
                           "--path", "bf16-mixed", "--no-onnx", "--no-commands"], cwd=REPO, capture_output=True, text=True,
                          timeout=300,
-                         env={k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")})
+                         env={k: v for k, v in os.environ.items()
+                              if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")})
     assert out.returncode == 0, out.stderr[-2000:]
     first = out.stdout.splitlines()[0]
-    assert "kernels held to avx2 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2)" in first, first
+    assert ("kernels held to avx2 (ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2)"
+            in first), first
     assert re.search(r"^bf16-mixed\s+\d+\.\d\d\s+\d+\.\d\d", out.stdout, re.M), out.stdout
     table = out.stdout.split("PSNR vs fp32\n", 1)[1].split("goal", 1)[0]  # --path: fp32 and the one asked for
     assert [line.split()[0] for line in table.splitlines()] == ["fp32", "bf16-mixed"], table
+
+
+def test_dtype_benchmark_alone_times_first_and_later_edits_per_process():
+    """--alone --path winograd: fp32 eager and Winograd (what dfe edit runs on a CPU), each in a
+    fresh process, the first edit and a later one as ratios to eager's, and the PSNR."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", "micro", "--alone", "--warmup", "1",
+                          "--iters", "1", "--path", "winograd"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    table = out.stdout.split("PSNR vs fp32\n", 1)[1].split("goal", 1)[0].splitlines()
+    assert [line[:34].strip() for line in table] == ["fp32 eager", "fp32, Winograd, reused (dfe edit)"], table
+    assert re.match(r"^fp32 eager\s+\d+\.\d\d\s+1\.00\s+\d+\.\d\d\s+1\.00\s+-$", table[0]), table
+    # the micro nets have no convolution wide enough: the same output, bit for bit
+    assert re.search(r"\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+inf dB$", table[1]), table
 
 
 def test_dtype_benchmark_layers_measures_each_convolution_alone_in_bf16():

@@ -9,7 +9,8 @@
 
 One edit as `dfe edit` runs it on an aligned face, model only (E_image geometry, appearance
 codes of two donors, part generators, global fusion): the same random inputs go through the
-editor in fp32 eager, in fp32 with channels_last weights, in fp32 with oneDNN's bf16 math for
+editor in fp32 eager, in fp32 with channels_last weights, in fp32 with Winograd convolutions
+(models.fastconv, what load_editor runs on a CPU), in fp32 with oneDNN's bf16 math for
 convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 only), and
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
 so that a change in the machine's load hits all alike; and with only the fusion net in bf16
@@ -33,7 +34,8 @@ reconstruction beside the edit. Each render alone (as before `editing.renders.Ed
 against one EditRenders per command (what `dfe edit` runs: shared codes and geometry, part
 features of the parts the stroke left alone, R1 and the edit one render when the colours are the
 photo's own). The stroke crosses the mouth's box (and bg's, the whole face); outputs must match
-bit for bit. Also the shared renders with the fusion net in bf16 (`--dtype bf16-fusion`, on
+bit for bit. Also the shared renders with Winograd convolutions (models.fastconv: what `dfe edit`
+runs on a CPU), with the fusion net in bf16 (`--dtype bf16-fusion`, on
 CPUs with native bf16) and through ONNX Runtime, with the lowest PSNR of their renders against
 fp32's.
 """
@@ -396,7 +398,8 @@ def main() -> None:
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32's time at >= 40 dB")
     if args.commands:
         print()
-        others = {label: paths[name][0] for name, label in (("bf16 fusion net only", "bf16-fusion"),
+        others = {label: paths[name][0] for name, label in (("fp32, Winograd", "winograd"),
+                                                             ("bf16 fusion net only", "bf16-fusion"),
                                                              ("bf16-mixed", "bf16-mixed"),
                                                              ("fp32, ONNX Runtime", "onnx"),
                                                              ("ONNX Runtime, bf16 fusion", "onnx+bf16-fusion"))

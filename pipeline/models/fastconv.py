@@ -8,8 +8,8 @@ pair instead of 144: the input and output tiles are transformed by fixed 6x6 / 4
 the products become 36 matrix multiplies (a batched GEMM).
 
 The weights' transform (G g G^T, 4x the weights' size) is not stored: each block of 64 output
-channels is transformed just before its GEMM and dropped, so memory stays as it was and a
-16 MB block is still in cache when it is used. The module is an `nn.Conv2d` with the same
+channels is transformed just before its GEMM and dropped, so memory stays as it was and the
+9 MB block is still in cache when it is used. The module is an `nn.Conv2d` with the same
 parameters and state_dict; it takes the Winograd path only in fp32 on the CPU without autograd
 (inference) and where the output is at least MIN_SIZE px, else it is an ordinary convolution
 (the other parts' 8-14 px latents: there the weights' memory traffic, not the multiplies,

@@ -343,8 +343,7 @@ def main() -> None:
     # (editor, oneDNN precision of fp32 convolutions and matmuls): "bf16" rounds their inputs to
     # bf16 and accumulates in fp32 on CPUs with native bf16, the activations stay fp32 in between
     channels_last = copy.deepcopy(editor)
-    for module in {id(m): m for m in [*(m for ms in channels_last.parts.values() for m in ms.values()),
-                                      channels_last.fusion]}.values():
+    for module in {id(m): m for m in channels_last.networks()}.values():
         module.to(memory_format=torch.channels_last)
     paths = {"fp32": (editor, "none"), "fp32 channels_last": (channels_last, "none"),
              "fp32, Winograd": (copy.deepcopy(editor).use_winograd(), "none")}  # what load_editor runs on a CPU

@@ -108,7 +108,7 @@ def test_small_profile_renders_stay_bit_for_bit_the_same():
 
     eager = random_editor(get_profile("small"), torch.device("cpu"))
     fast = copy.deepcopy(eager)
-    swapped = sum(use_winograd(m) for m in {id(m): m for mods in fast.parts.values() for m in mods.values()}.values())
+    swapped = sum(use_winograd(m) for m in {id(m): m for m in fast.networks()}.values())
     assert swapped > 0
     outs: list = []
     time_edit(eager, 1, 0, outputs=outs), time_edit(fast, 1, 0, outputs=outs)

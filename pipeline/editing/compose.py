@@ -178,10 +178,10 @@ def landmark_motion(points: np.ndarray, shift: np.ndarray, size: int, sigma: flo
     nearer their moves."""
     assert points.shape == shift.shape == (len(points), 2), (points.shape, shift.shape)
     points, shift = np.asarray(points, np.float32), np.asarray(shift, np.float32)
-    motion = _splat(points + shift, -shift, size, sigma)
+    landed = points + shift
+    motion = _splat(landed, -shift, size, sigma)
     if passes <= 0:
         return motion
-    landed = points + shift
     fitted = np.array([i not in INNER_LIPS for i in range(len(points))]) if len(points) == 68 else np.ones(len(points), bool)
     for _ in range(passes):
         # backward motion at a landed point should be minus its shift: the output there shows the point

@@ -169,9 +169,13 @@ class Editor:
     def device(self) -> torch.device:
         return torch.device("cpu") if self.runtime == "onnx" else next(self.fusion.parameters()).device
 
+    def networks(self) -> list:
+        """Every part's networks and the fusion net (a network shared by parts once per part)."""
+        return [*(m for mods in self.parts.values() for m in mods.values()), self.fusion]
+
     def cast(self, dtype: torch.dtype) -> "Editor":
         """Every module (decoders loaded later too) in `dtype`, in place; returns self."""
-        for module in [*(m for mods in self.parts.values() for m in mods.values()), self.fusion]:
+        for module in self.networks():
             module.to(dtype)
             for block in self._blocks(module):
                 block.branch_dtype = None
@@ -215,7 +219,7 @@ class Editor:
         0.75-0.89x a paper edit's time (python -m benchmarks.dtype --alone); in place, returns self."""
         from pipeline.models.fastconv import use_winograd
 
-        for module in [*(m for mods in self.parts.values() for m in mods.values()), self.fusion]:
+        for module in self.networks():
             if isinstance(module, nn.Module):  # not an ONNX Runtime session
                 use_winograd(module)
         return self

@@ -4,13 +4,14 @@
     python -m benchmarks.dtype --device cuda --iters 5
     python -m benchmarks.dtype --profile small     # quick look
     python -m benchmarks.dtype --layers            # which convolutions bf16 costs precision in
+    python -m benchmarks.dtype --convs [--isa avx2]   # each fast convolution alone against oneDNN
     python -m benchmarks.dtype --isa avx2 --path bf16-mixed   # fp32 and one path on the kernels of a CPU without AVX-512
     python -m benchmarks.dtype --trained models --profile small   # the dtypes on trained weights, London test faces
 
 One edit as `dfe edit` runs it on an aligned face, model only (E_image geometry, appearance
 codes of two donors, part generators, global fusion): the same random inputs go through the
-editor in fp32 eager, in fp32 with channels_last weights, in fp32 with Winograd convolutions
-(models.fastconv, what load_editor runs on a CPU), in fp32 with oneDNN's bf16 math for
+editor in fp32 eager, in fp32 with channels_last weights, in fp32 with fast convolutions
+(models.fastconv: Winograd and thin heads, what load_editor runs on a CPU), in fp32 with oneDNN's bf16 math for
 convolutions and matmuls (bf16 inputs, fp32 accumulation; CPUs with native bf16 only), and
 through a copy cast to bf16 (`Editor.cast`, what `--dtype bf16` does), the paths taking turns
 so that a change in the machine's load hits all alike; and with only the fusion net in bf16
@@ -34,7 +35,7 @@ reconstruction beside the edit. Each render alone (as before `editing.renders.Ed
 against one EditRenders per command (what `dfe edit` runs: shared codes and geometry, part
 features of the parts the stroke left alone, R1 and the edit one render when the colours are the
 photo's own). The stroke crosses the mouth's box (and bg's, the whole face); outputs must match
-bit for bit. Also the shared renders with Winograd convolutions (models.fastconv: what `dfe edit`
+bit for bit. Also the shared renders with fast convolutions (models.fastconv: what `dfe edit`
 runs on a CPU), with the fusion net in bf16 (`--dtype bf16-fusion`, on
 CPUs with native bf16) and through ONNX Runtime, with the lowest PSNR of their renders against
 fp32's.
@@ -179,6 +180,65 @@ def layer_sensitivity(editor, faces) -> None:
               f"bf16 would save {saved:.2f} s")
 
 
+def fast_conv_layers(editor, faces, iters: int) -> None:
+    """Where one edit with fast convolutions spends its time, by module kind (forward hooks on
+    every leaf module); then each convolution that models.fastconv computes another way, alone on
+    the input it gets in an edit: the fastest of `iters` calls against oneDNN's (F.conv2d, what
+    nn.Conv2d runs), and its largest error against float64 as a share of the output's largest
+    value; one row per kind and shape, with how many of them an edit runs."""
+    import torch.nn.functional as F
+
+    from pipeline.models.fastconv import ThinConv2d, WinogradConv2d
+
+    fast = copy.deepcopy(editor).use_fast_convs()
+    leaves = {id(m): m for net in fast.networks() for m in net.modules() if not list(m.children())}.values()
+    seen: dict[tuple, list] = {}  # (kind, input shape, weight shape) -> [calls, module, first input]
+    spent: dict[str, float] = {}  # module kind -> seconds in the timed edit
+    started: list[float] = []
+
+    def before(module, inputs) -> None:
+        if isinstance(module, (WinogradConv2d, ThinConv2d)):
+            key = (type(module).__name__, tuple(inputs[0].shape), tuple(module.weight.shape))
+            seen.setdefault(key, [0, module, inputs[0].clone()])[0] += 1
+        started.append(time.perf_counter())
+
+    def after(module, inputs, output) -> None:
+        kind = type(module).__name__
+        if isinstance(module, (WinogradConv2d, ThinConv2d)):
+            kind += " (fast)" if module.fast(inputs[0]) else " (oneDNN: below its size)"
+        spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - started.pop()
+
+    hooks = [h for m in leaves for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    timed_edit(fast, faces)  # warm-up
+    seen.clear(), spent.clear()
+    wall = timed_edit(fast, faces)[0]
+    for h in hooks:
+        h.remove()
+    print(f"one edit with fast convolutions: {wall:.2f} s; in its modules (forward hooks):")
+    for kind, secs in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:40} {1e3 * secs:8.1f} ms")
+    print()
+
+    def best(f) -> float:
+        f()
+        spent = []
+        for _ in range(iters):
+            t = time.perf_counter()
+            f()
+            spent.append(time.perf_counter() - t)
+        return 1e3 * min(spent)
+
+    print(f"{'kind':15} {'input':>20} {'weight':>20} {'per edit':>8} {'oneDNN ms':>10} {'fast ms':>8} {'x':>5} {'error':>8}")
+    with torch.inference_mode():
+        for (kind, shape, wshape), (calls, conv, x) in seen.items():
+            plain, quick = best(lambda: F.conv2d(x, conv.weight, conv.bias)), best(lambda: conv(x))
+            exact = F.conv2d(x.double(), conv.weight.double(), None if conv.bias is None else conv.bias.double())
+            err = float((conv(x).double() - exact).abs().max() / exact.abs().max())
+            path = "" if conv.fast(x) else "  (below its size: oneDNN)"
+            print(f"{kind:15} {str(shape):>20} {str(wshape):>20} {calls:8d} {plain:10.1f} {quick:8.1f} "
+                  f"{quick / plain:5.2f} {err:8.1e}{path}")
+
+
 def trained_paths(models_dir: str, profile: str, aligned_dir: str, split_csv: str, n: int) -> None:
     """The dtypes on trained weights: `n` test faces of the aligned set, each edited with the next
     one's colours (E_image geometry), every path's PSNR from fp32 (mean, lowest) and its time."""
@@ -299,9 +359,12 @@ def main() -> None:
     ap.add_argument("--commands", action=argparse.BooleanOptionalAction, default=True,
                     help="also time whole `dfe edit` commands: each render alone against shared work")
     ap.add_argument("--alone", action="store_true",
-                    help="fp32 eager (the C library's allocator, and freed memory reused), fp32 with Winograd "
+                    help="fp32 eager (the C library's allocator, and freed memory reused), fp32 with fast convolutions "
                          "(what dfe edit runs on a CPU), ONNX Runtime (and with the fusion net in bf16, on CPUs with "
                          "native bf16) each in a process of its own (as a user runs one): first and later edits")
+    ap.add_argument("--convs", action="store_true",
+                    help="instead: an edit's time by module kind, and each convolution models.fastconv "
+                         "computes another way, alone against oneDNN")
     ap.add_argument("--layers", action="store_true",
                     help="instead: each convolution alone in bf16, the error it adds and the time it saves")
     ap.add_argument("--trained", metavar="MODELS",
@@ -339,6 +402,8 @@ def main() -> None:
     faces = [rng.integers(0, 256, (r, r, 3), dtype=np.uint8) for _ in range(3)]
     if args.layers:
         return layer_sensitivity(editor, faces)
+    if args.convs:
+        return fast_conv_layers(editor, faces, max(args.iters, 3))
 
     # (editor, oneDNN precision of fp32 convolutions and matmuls): "bf16" rounds their inputs to
     # bf16 and accumulates in fp32 on CPUs with native bf16, the activations stay fp32 in between
@@ -346,7 +411,7 @@ def main() -> None:
     for module in {id(m): m for m in channels_last.networks()}.values():
         module.to(memory_format=torch.channels_last)
     paths = {"fp32": (editor, "none"), "fp32 channels_last": (channels_last, "none"),
-             "fp32, Winograd": (copy.deepcopy(editor).use_winograd(), "none")}  # what load_editor runs on a CPU
+             "fp32, fast convs": (copy.deepcopy(editor).use_fast_convs(), "none")}  # what load_editor runs on a CPU
     if device.type == "cpu" and native_bf16(device) == "yes":
         paths["fp32, oneDNN bf16 math"] = (editor, "bf16")
     paths["bf16 fusion net only"] = (copy.deepcopy(editor).cast_fusion(torch.bfloat16), "none")  # --dtype bf16-fusion
@@ -397,7 +462,7 @@ def main() -> None:
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32's time at >= 40 dB")
     if args.commands:
         print()
-        others = {label: paths[name][0] for name, label in (("fp32, Winograd", "winograd"),
+        others = {label: paths[name][0] for name, label in (("fp32, fast convs", "fast convs"),
                                                              ("bf16 fusion net only", "bf16-fusion"),
                                                              ("bf16-mixed", "bf16-mixed"),
                                                              ("fp32, ONNX Runtime", "onnx"),
@@ -414,8 +479,8 @@ def only(args, device: torch.device, profile) -> None:
 
         reuse_freed_memory()  # what every dfe command does
     editor = random_editor(profile, device)
-    if args.only == "winograd":
-        editor.use_winograd()
+    if args.only == "fast":
+        editor.use_fast_convs()
     elif args.only.startswith("onnx"):
         from pipeline.models.runtime import onnx_editor
 
@@ -431,14 +496,14 @@ def only(args, device: torch.device, profile) -> None:
 
 # --alone paths: (label, whether freed memory is reused as in every dfe command)
 ALONE = {"fp32": ("fp32 eager", False), "fp32-reuse": ("fp32 eager, freed memory reused", True),
-         "winograd": ("fp32, Winograd, reused (dfe edit)", True), "onnx": ("fp32, ONNX Runtime", False),
+         "fast": ("fp32, fast convs, reused (dfe edit)", True), "onnx": ("fp32, ONNX Runtime", False),
          "onnx-bf16-fusion": ("ONNX Runtime, bf16 fusion", False)}
 
 
 def alone(args) -> None:
     """Paths each in a fresh process (--path picks them; default all): fp32 eager with the C
     library's allocator (as before pipeline.core.memory) and with freed memory reused, the
-    Winograd convolutions load_editor now uses on a CPU, ONNX Runtime (and ONNX Runtime with
+    fast convolutions (Winograd, thin heads) load_editor uses on a CPU, ONNX Runtime (and ONNX Runtime with
     the fusion net in bf16 where bf16 is native). The first edit (what a one-shot `dfe edit`
     pays) and the fastest of the later ones (the studio's strokes), each against fp32 eager's."""
     import subprocess
@@ -460,11 +525,11 @@ def alone(args) -> None:
                            check=True)
             got[name] = dict(np.load(dump))
     first0, later0 = got["fp32"]["wall"][0], got["fp32"]["wall"][1:].min()
-    print(f"{'path':34} {'first s':>8} {'x fp32':>7} {'later s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
+    print(f"{'path':36} {'first s':>8} {'x fp32':>7} {'later s':>8} {'x fp32':>7} {'PSNR vs fp32':>13}")
     for name in names:
         wall = got[name]["wall"]
         psnr = "-" if name == "fp32" else f"{psnr_uint8(got[name]['out'], got['fp32']['out']):.1f} dB"
-        print(f"{ALONE[name][0]:34} {wall[0]:8.2f} {wall[0] / first0:7.2f} {wall[1:].min():8.2f} "
+        print(f"{ALONE[name][0]:36} {wall[0]:8.2f} {wall[0] / first0:7.2f} {wall[1:].min():8.2f} "
               f"{wall[1:].min() / later0:7.2f} {psnr:>13}")
     print("goal (issue: paper edits on a CPU): <= 0.5x fp32 eager's time at >= 40 dB")
 

@@ -22,7 +22,7 @@ Rows:
 - paper: the models per update and per stroke at 512 px, random weights, one sketch encoder
   and one generator shared by the five parts (the FLOPs of five, a fifth of the memory);
   ~1.2 B parameters, in fp32 eager; per stroke through ONNX Runtime in fp32 (`dfe studio --runtime onnx`, one
-  warm-up stroke first), and with Winograd convolutions (models.fastconv: what `dfe studio` runs
+  warm-up stroke first), and with fast convolutions (models.fastconv: what `dfe studio` runs
   on a CPU in fp32); on CPUs with native bf16 also per stroke with the fusion net in bf16
   (`dfe studio --dtype bf16-fusion`), alone and beside ONNX Runtime's part networks
   (`--runtime onnx --dtype bf16-fusion`), and with the part nets' residual blocks in bf16 as well
@@ -367,10 +367,10 @@ def main() -> None:
                     rows.append(("paper", "random", f"models per stroke, ONNX Runtime + bf16 fusion, {threads} thread(s)", mb))
                     ratios.append((f"paper, ONNX Runtime + bf16 fusion over fp32, {threads} thread(s)",
                                    statistics.median(mb) / statistics.median(m)))
-            editor.use_winograd()  # what `dfe studio` runs on a CPU in fp32 (load_editor); after the ONNX export
+            editor.use_fast_convs()  # what `dfe studio` runs on a CPU in fp32 (load_editor); after the ONNX export
             mw, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)
-            rows.append(("paper", "random", f"models per stroke, fp32 with Winograd convolutions, {threads} thread(s)", mw))
-            ratios.append((f"paper, Winograd over fp32, {threads} thread(s)", statistics.median(mw) / statistics.median(m)))
+            rows.append(("paper", "random", f"models per stroke, fp32 with fast convolutions, {threads} thread(s)", mw))
+            ratios.append((f"paper, fast convs over fp32, {threads} thread(s)", statistics.median(mw) / statistics.median(m)))
             if native_bf16(torch.device("cpu")) == "yes":  # what `dfe studio --dtype bf16-fusion` runs
                 editor.cast_fusion(torch.bfloat16)
                 m16, _ = time_updates(paper_studio, photo, args.paper_iters, warmup=0)

@@ -45,7 +45,7 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     row = r"\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+(\d+\.\d|inf) dB$"
     m = re.search(r"^bf16" + row, text, re.M)
     assert m and float(m.group(1)) > 20, text
-    for path in ("fp32 channels_last", "fp32, Winograd"):  # the same arithmetic in another layout / algorithm
+    for path in ("fp32 channels_last", "fp32, fast convs"):  # the same arithmetic in another layout / algorithm
         m = re.search("^" + re.escape(path) + row, text, re.M)
         assert m and (m.group(1) == "inf" or float(m.group(1)) > 60), (path, text)
     for path in ("bf16 fusion net only", "bf16 part generators only", "bf16 fusion + bg generator", "bf16-mixed"):
@@ -60,6 +60,20 @@ def test_dtype_benchmark_prints_every_path_and_its_psnr():
     assert all(m.group(6) == "identical" for m in rows.values()), text
     assert rows["dfe edit -s (own colours)"].group(4, 5) == ("2", "3"), text
     assert rows["dfe edit -a OTHER"].group(4, 5) == ("2", "2"), text
+
+
+def test_dtype_benchmark_convs_times_each_fast_convolution_on_its_edit_input():
+    """--convs: one row per kind and shape of the convolutions models.fastconv swapped, as an
+    edit feeds them; at the small profile its 256-channel latents are below Winograd's size,
+    so each says it ran oneDNN's kernel, exactly (the error of fp32 against float64)."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", "small", "--convs", "--iters", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = re.findall(r"^WinogradConv2d\s+(\(1, 256, \d+, \d+\))\s+\(256, 256, 3, 3\)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+[\d.]+"
+                      r"\s+(\S+)  \(below its size: oneDNN\)$", out.stdout, re.M)
+    assert rows, out.stdout
+    assert sum(int(calls) for _, calls, _ in rows) >= 10, rows  # every residual block's two convolutions, per part
+    assert all(float(err) < 1e-5 for *_, err in rows), rows
 
 
 def test_dtype_benchmark_isa_reruns_itself_on_the_kernels_of_another_cpu():
@@ -80,13 +94,13 @@ def test_dtype_benchmark_isa_reruns_itself_on_the_kernels_of_another_cpu():
 
 
 def test_dtype_benchmark_alone_times_first_and_later_edits_per_process():
-    """--alone --path winograd: fp32 eager and Winograd (what dfe edit runs on a CPU), each in a
+    """--alone --path fast: fp32 eager and fast convolutions (what dfe edit runs on a CPU), each in a
     fresh process, the first edit and a later one as ratios to eager's, and the PSNR."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.dtype", "--profile", "micro", "--alone", "--warmup", "1",
-                          "--iters", "1", "--path", "winograd"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                          "--iters", "1", "--path", "fast"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     table = out.stdout.split("PSNR vs fp32\n", 1)[1].split("goal", 1)[0].splitlines()
-    assert [line[:34].strip() for line in table] == ["fp32 eager", "fp32, Winograd, reused (dfe edit)"], table
+    assert [line[:36].strip() for line in table] == ["fp32 eager", "fp32, fast convs, reused (dfe edit)"], table
     assert re.match(r"^fp32 eager\s+\d+\.\d\d\s+1\.00\s+\d+\.\d\d\s+1\.00\s+-$", table[0]), table
     # the micro nets have no convolution wide enough: the same output, bit for bit
     assert re.search(r"\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+\d+\.\d\d\s+inf dB$", table[1]), table

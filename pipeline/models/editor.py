@@ -212,16 +212,17 @@ class Editor:
             self.fusion_dtype = dtype
         return self
 
-    def use_winograd(self) -> "Editor":
-        """Every network's wide 3x3 convolutions by Winograd F(4x4, 3x3) where that pays
-        (models.fastconv: CPU fp32 inference at 16 px or more, at the paper profile the residual
-        blocks of bg's nets and the fusion net): the same weights, fp32's output to its rounding,
-        0.75-0.89x a paper edit's time (python -m benchmarks.dtype --alone); in place, returns self."""
-        from pipeline.models.fastconv import use_winograd
+    def use_fast_convs(self) -> "Editor":
+        """Every network's convolutions with fewer multiplies where that pays (models.fastconv, CPU
+        fp32 inference: at the paper profile Winograd for the 1024-channel residual blocks of bg's
+        nets and the fusion net and for the fusion net's 7x7 stem, one GEMM and shifted sums for
+        its 7x7 head): the same weights, fp32's output to its rounding (python -m benchmarks.dtype
+        --alone times an edit); in place, returns self."""
+        from pipeline.models.fastconv import use_fast_convs
 
         for module in self.networks():
             if isinstance(module, nn.Module):  # not an ONNX Runtime session
-                use_winograd(module)
+                use_fast_convs(module)
         return self
 
     def _in(self, x: torch.Tensor) -> torch.Tensor:
@@ -307,7 +308,7 @@ def load_editor(
     `fusion_dtype`, the part nets' residual blocks in `block_dtype`, when given). The sketch
     decoders load on first use, or now with `sketch_decoder=True` (failing early without them).
     runtime "onnx": the networks run by ONNX Runtime (models.runtime; CPU, fp32; a fusion net in
-    bf16 stays in PyTorch); "torch" on the CPU: wide convolutions by Winograd (Editor.use_winograd)."""
+    bf16 stays in PyTorch); "torch" on the CPU: convolutions with fewer multiplies (Editor.use_fast_convs)."""
     from pipeline.models.runtime import RUNTIMES
 
     if runtime not in RUNTIMES:
@@ -322,7 +323,7 @@ def load_editor(
     editor = Editor(profile, part_boxes(profile.resolution), parts, frozen(fusion, torch.device(device)),
                     Path(models_dir)).cast(dtype).cast_fusion(fusion_dtype).cast_blocks(block_dtype)
     if runtime == "torch" and torch.device(device).type == "cpu":
-        editor.use_winograd()
+        editor.use_fast_convs()
     if sketch_decoder:
         editor.require_sketch_decoder()
     if runtime == "onnx":

@@ -244,7 +244,7 @@ def trained_paths(models_dir: str, profile: str, aligned_dir: str, split_csv: st
     one's colours (E_image geometry), every path's PSNR from fp32 (mean, lowest) and its time."""
     import pandas as pd
 
-    from pipeline.core.config import MIXED, resolve_block_dtype, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import MIXED, resolve_dtypes
     from pipeline.models.editor import load_editor
 
     faces = np.load(f"{aligned_dir}/images.npy", mmap_mode="r")
@@ -255,8 +255,8 @@ def trained_paths(models_dir: str, profile: str, aligned_dir: str, split_csv: st
     paths = ("fp32", "bf16-fusion", MIXED, "bf16")  # --dtype names, resolved as the commands resolve them
     outs, secs = {}, {}
     for name in paths:
-        editor = load_editor(models_dir, profile, dtype=resolve_dtype(name, "cpu"),
-                             fusion_dtype=resolve_fusion_dtype(name, "cpu"), block_dtype=resolve_block_dtype(name, "cpu"))
+        dtype, fusion_dtype, block_dtype = resolve_dtypes(name, "cpu")
+        editor = load_editor(models_dir, profile, dtype=dtype, fusion_dtype=fusion_dtype, block_dtype=block_dtype)
         edit_aligned(editor, faces[test[1]], geometry_photo=faces[test[0]])  # warm-up
         t = time.perf_counter()
         outs[name] = [edit_aligned(editor, faces[b], geometry_photo=faces[a]) for a, b in zip(test, test[1:] + test[:1])]

@@ -255,13 +255,13 @@ def test_bf16_mixed_runs_the_fusion_net_and_the_residual_blocks_in_bf16(models, 
     stems, up/down-sampling and heads in fp32; the edit stays near fp32's and is not identical."""
     import torch
 
-    from pipeline.core.config import resolve_block_dtype, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_block_dtype, resolve_dtypes
     from pipeline.models.editor import load_editor
     from pipeline.models.networks import ResBlock
 
-    resolved = (resolve_dtype("bf16-mixed", "cpu"), resolve_fusion_dtype("bf16-mixed", "cpu"),
-                resolve_block_dtype("bf16-mixed", "cpu"))
-    assert resolved == (torch.float32, torch.bfloat16, torch.bfloat16)
+    assert resolve_dtypes("bf16-mixed", "cpu") == (torch.float32, torch.bfloat16, torch.bfloat16)
+    assert resolve_dtypes("bf16", "cpu") == (torch.bfloat16, None, None)
+    assert resolve_dtypes("auto", "cuda") == (torch.float32, torch.bfloat16, None)
     assert all(resolve_block_dtype(d, dev) is None for d in ("fp32", "bf16", "bf16-fusion", "auto")
                for dev in ("cpu", "cuda"))
     editor = load_editor(models, PROFILE, fusion_dtype=torch.bfloat16, block_dtype=torch.bfloat16)

@@ -142,6 +142,12 @@ def resolve_block_dtype(dtype: str, device) -> Any:
     return torch.bfloat16 if dtype == MIXED else None
 
 
+def resolve_dtypes(dtype: str, device) -> tuple[Any, Any, Any]:
+    """The params/CLI string as (the editor's dtype, the fusion net's, the residual blocks'):
+    what load_editor takes as dtype, fusion_dtype and block_dtype."""
+    return resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device), resolve_block_dtype(dtype, device)
+
+
 def native_bf16(device) -> bool:
     """Whether bf16 runs natively on `device`: CUDA, or a CPU with avx512_bf16 or AMX. Other CPUs
     emulate it: with oneDNN held to AVX2 a 3x3 convolution (256 channels, 64 px) took 3.5x
@@ -163,8 +169,7 @@ def emulated_bf16_warning(dtype: str, device) -> str | None:
     only emulates it (slower than fp32, not faster); None where it does not."""
     import torch
 
-    dtypes = (resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device), resolve_block_dtype(dtype, device))
-    if torch.bfloat16 not in dtypes or native_bf16(device):
+    if torch.bfloat16 not in resolve_dtypes(dtype, device) or native_bf16(device):
         return None
     return (f"--dtype {dtype}: this CPU has no native bf16 (avx512_bf16 or AMX), so bf16 is emulated and "
             "slower than fp32; --dtype fp32 (or --runtime onnx in the studio) is the fast path here")

@@ -236,7 +236,7 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None, runtime="to
     fp32. `runtime`: torch, or onnx (ONNX Runtime on the CPU, fp32 but a bf16-fusion net: models.runtime)."""
     import torch
 
-    from pipeline.core.config import resolve_block_dtype, resolve_dtype, resolve_fusion_dtype
+    from pipeline.core.config import resolve_dtypes
     from pipeline.models.editor import load_editor
 
     fusion_dtype = block_dtype = None
@@ -247,8 +247,7 @@ def load_photo_editor(models_dir, profile, device="cpu", dtype=None, runtime="to
         warning = emulated_bf16_warning(dtype, device)
         if warning:
             console.print(f"[yellow]{warning}[/yellow]", soft_wrap=True)
-        dtype, fusion_dtype, block_dtype = (resolve_dtype(dtype, device), resolve_fusion_dtype(dtype, device),
-                                            resolve_block_dtype(dtype, device))
+        dtype, fusion_dtype, block_dtype = resolve_dtypes(dtype, device)
     editor = load_editor(models_dir, profile, device, dtype or torch.float32, fusion_dtype=fusion_dtype, runtime=runtime,
                          block_dtype=block_dtype)
     return with_colour_range(editor, models_dir)

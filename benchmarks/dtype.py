@@ -210,7 +210,8 @@ def fast_conv_layers(editor, faces, iters: int) -> None:
 
     hooks = [h for m in leaves for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
     timed_edit(fast, faces)  # warm-up
-    seen.clear(), spent.clear()
+    seen.clear()
+    spent.clear()
     wall = timed_edit(fast, faces)[0]
     for h in hooks:
         h.remove()
@@ -221,12 +222,12 @@ def fast_conv_layers(editor, faces, iters: int) -> None:
 
     def best(f) -> float:
         f()
-        spent = []
+        times = []
         for _ in range(iters):
             t = time.perf_counter()
             f()
-            spent.append(time.perf_counter() - t)
-        return 1e3 * min(spent)
+            times.append(time.perf_counter() - t)
+        return 1e3 * min(times)
 
     print(f"{'kind':15} {'input':>20} {'weight':>20} {'per edit':>8} {'oneDNN ms':>10} {'fast ms':>8} {'x':>5} {'error':>8}")
     with torch.inference_mode():

@@ -115,10 +115,14 @@ class WinogradConv2d(_FastConv2d):
         th, tw = -(-oh // m), -(-ow // m)
         x = F.pad(x, (0, tw * m + r - 1 - w, 0, th * m + r - 1 - h))  # whole tiles; the extra outputs are cut
         weight = self.weight.reshape(cout, c * r * r)
-        whole = a * a * cout * c * 4 <= WHOLE_BYTES
-        step = cout if whole else OUT_BLOCK
-        rows = max(1, STRIP_BYTES // (a * a * c * tw * b * 4)) if whole else th  # a block's transform is made once
-        u = None
+
+        def transformed(block: Tensor) -> Tensor:  # G g G^T of these output channels
+            return (t.weight @ block.reshape(-1, r * r).T).view(a * a, block.shape[0], c)
+
+        whole = transformed(weight) if a * a * cout * c * 4 <= WHOLE_BYTES else None
+        step = cout if whole is not None else OUT_BLOCK
+        # with the whole transform made once, strips of tile rows; else one strip, each block's transform made once
+        rows = max(1, STRIP_BYTES // (a * a * c * tw * b * 4)) if whole is not None else th
         strips = []
         for s in range(0, th, rows):
             n = min(rows, th - s)
@@ -126,9 +130,7 @@ class WinogradConv2d(_FastConv2d):
             v = (t.input @ tiles.permute(4, 5, 1, 0, 2, 3).reshape(a * a, -1)).view(a * a, c, -1)  # B^T d B
             products = x.new_empty(-(-cout // step), a * a, step, v.shape[2])
             for i in range(0, cout, step):
-                if u is None or not whole:
-                    block = weight[i:i + step]
-                    u = (t.weight @ block.reshape(-1, r * r).T).view(a * a, block.shape[0], c)  # G g G^T
+                u = whole if whole is not None else transformed(weight[i:i + step])
                 torch.bmm(u, v, out=products[i // step, :, :u.shape[1]])  # one GEMM per tile position
             products = products.permute(1, 0, 2, 3).reshape(a * a, -1, v.shape[2])[:, :cout].reshape(a * a, -1)
             y = (t.output @ products).view(m, m, cout, b, n, tw)  # A^T M A
